@@ -1,0 +1,1 @@
+"""owl's command-line interface (installed as the package `owl.cli`, command `owl`)."""

@@ -1,0 +1,1 @@
+"""Reading and writing checkpoints in every supported format, and the download registry."""

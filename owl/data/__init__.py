@@ -1,0 +1,1 @@
+"""Datasets: COCO/LVIS readers, transforms, input pipeline, and the ShapesWorld generator."""

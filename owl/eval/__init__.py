@@ -1,0 +1,1 @@
+"""Evaluation: dataset-wide prediction and COCO / LVIS metrics."""

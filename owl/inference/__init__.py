@@ -1,0 +1,1 @@
+"""Inference for users: preprocessing, the Detector, image queries and result types."""

@@ -1,0 +1,1 @@
+"""Model definitions: CLIP towers, the OWL detector, and the table of variants."""

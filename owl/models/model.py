@@ -1,0 +1,119 @@
+"""`OwlModel`: a loaded detector, its config and parameters, with jitted stages.
+
+This is what `owl.load` returns. It owns one jitted function per stage of `OwlViT` so that the
+Detector can cache image and text embeddings separately, and exposes `predict_raw`, the stable
+low-level contract that parity with transformers is checked on.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from owl.models.configs import ModelConfig
+from owl.models.owl_vit import OwlViT
+
+
+class OwlModel:
+    """A detector with parameters; every method takes and returns arrays with a batch axis.
+
+    Attributes:
+      config: the architecture.
+      params: the parameter tree (nested dict of arrays, official names).
+      source: where the parameters came from (a path or registry name), for messages.
+    """
+
+    def __init__(self, config: ModelConfig, params: Any, source: str | None = None):
+        self.config = config
+        self.params = jax.device_put(params)
+        self.source = source
+        self.module = OwlViT(config)
+
+    def __repr__(self) -> str:
+        n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
+        return f"OwlModel({self.config.family}, {self.config.image_size}px, {n:,} params, {self.source!r})"
+
+    # -- jitted stages (compiled once per input shape) ------------------------------------------
+
+    @functools.cached_property
+    def _embed_image(self):
+        return jax.jit(lambda p, x: self.module.apply({"params": p}, x, method="embed_image"))
+
+    @functools.cached_property
+    def _embed_text(self):
+        return jax.jit(lambda p, t: self.module.apply({"params": p}, t, method="text_embedder"))
+
+    @functools.cached_property
+    def _class_head(self):
+        def fn(p, feats, queries, mask):
+            return self.module.apply(
+                {"params": p}, feats, queries, mask, method="class_predictor"
+            )
+
+        return jax.jit(fn)
+
+    def embed_image(self, pixel_values: np.ndarray | jax.Array) -> dict[str, jax.Array]:
+        """[B, S, S, 3] normalised pixels -> image-only outputs (see `OwlViT.embed_image`)."""
+        return self._embed_image(self.params, jnp.asarray(pixel_values, jnp.float32))
+
+    def embed_text(self, input_ids: np.ndarray | jax.Array) -> jax.Array:
+        """[..., 16] token ids -> unnormalised query embeddings [..., E]."""
+        return self._embed_text(self.params, jnp.asarray(input_ids, jnp.int32))
+
+    def class_head(
+        self,
+        image_features: jax.Array,
+        query_embeddings: jax.Array,
+        query_mask: jax.Array | None = None,
+    ) -> dict[str, jax.Array]:
+        """Image features [B, P, W] x query embeddings [B, Q, E] -> logits [B, P, Q]."""
+        if query_mask is None:
+            query_mask = jnp.ones(query_embeddings.shape[:-1], jnp.bool_)
+        return self._class_head(self.params, image_features, query_embeddings, query_mask)
+
+    # -- the low-level contract -----------------------------------------------------------------
+
+    def predict_raw(
+        self, pixel_values: np.ndarray, input_ids: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Runs the detector on preprocessed inputs and returns numpy arrays.
+
+        Args:
+          pixel_values: float32 [B, S, S, 3], already padded, resized and CLIP-normalised.
+          input_ids: int [Q, 16] (the same queries for every image) or [B, Q, 16].
+        Returns:
+          logits [B, P, Q]; pred_boxes [B, P, 4] (cx, cy, w, h in [0, 1] of the padded square);
+          class_embeds [B, P, E] (normalised, as scored); image_embeds [B, g, g, W];
+          query_embeds [B, Q, E] (unnormalised); objectness_logits [B, P] for OWLv2.
+        """
+        pixel_values = np.asarray(pixel_values, np.float32)
+        input_ids = np.asarray(input_ids)
+        if pixel_values.ndim != 4 or pixel_values.shape[-1] != 3:
+            raise ValueError(f"pixel_values must be [B, H, W, 3], got {pixel_values.shape}")
+        batch = pixel_values.shape[0]
+        if input_ids.ndim == 2:
+            queries = self.embed_text(input_ids)[None]
+            queries = jnp.broadcast_to(queries, (batch, *queries.shape[1:]))
+            input_ids = np.broadcast_to(input_ids[None], (batch, *input_ids.shape))
+        elif input_ids.ndim == 3 and input_ids.shape[0] == batch:
+            queries = self.embed_text(input_ids)
+        else:
+            raise ValueError(
+                f"input_ids must be [Q, 16] or [B={batch}, Q, 16], got {input_ids.shape}"
+            )
+        image = self.embed_image(pixel_values)
+        cls = self.class_head(image["image_features"], queries, jnp.asarray(input_ids[..., 0] > 0))
+        out = {
+            "logits": cls["pred_logits"],
+            "pred_boxes": image["pred_boxes"],
+            "class_embeds": cls["class_embeddings"],
+            "image_embeds": image["feature_map"],
+            "query_embeds": queries,
+        }
+        if "objectness_logits" in image:
+            out["objectness_logits"] = image["objectness_logits"]
+        return {k: np.asarray(v) for k, v in out.items()}

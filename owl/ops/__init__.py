@@ -1,0 +1,1 @@
+"""Small pure array operations shared by inference, training and evaluation."""

@@ -1,0 +1,1 @@
+"""Text side: the CLIP BPE tokenizer and prompt templates."""

@@ -1,0 +1,1 @@
+"""Training: matching, losses, optimisers and the training loop."""
