@@ -82,16 +82,61 @@ class PredictorMLP(nn.Module):
         return nn.Dense(self.out_dim, kernel_init=nn.initializers.zeros, name=last)(x)
 
 
+def normalize(x: jax.Array) -> jax.Array:
+    """x / (|x| + 1e-6) along the last axis: the class head's normalisation (eps on the norm)."""
+    return x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + NORM_EPSILON)
+
+
+def score_queries(
+    class_embeddings: jax.Array,
+    logit_shift: jax.Array,
+    logit_scale: jax.Array,
+    query_embeddings: jax.Array,
+    query_mask: jax.Array | None = None,
+) -> jax.Array:
+    """Class-head logits from the image-only terms and query embeddings.
+
+    Args:
+      class_embeddings: [..., P, E] normalised patch embeddings.
+      logit_shift: [..., P] per-patch shift.
+      logit_scale: [..., P] per-patch scale (already elu(.) + 1).
+      query_embeddings: [..., Q, E], normalised here.
+      query_mask: [..., Q], 0 for padding queries (logit -1e6); None: all real.
+    Returns:
+      logits [..., P, Q] = (cos + shift) * scale.
+    """
+    logits = jnp.einsum("...pd,...qd->...pq", class_embeddings, normalize(query_embeddings))
+    logits = (logits + logit_shift[..., None]) * logit_scale[..., None]
+    if query_mask is not None:
+        logits = jnp.where(query_mask[..., None, :] == 0, QUERY_MASK_VALUE, logits)
+    return logits
+
+
 class ClassPredictor(nn.Module):
     """Open-vocabulary class head: scores each patch against query embeddings.
 
     logits = (cos(Dense_0(x), q) + logit_shift(x)) * (elu(logit_scale(x)) + 1), with both
     vectors L2-normalised as v / (|v| + 1e-6). Padding queries (query_mask == 0) get -1e6.
+    The image-only terms (`image_terms`) are separable from the queries, so inference caches
+    them and scores any number of query sets with `score_queries`.
     """
 
     embed_dim: int
 
-    @nn.compact
+    def setup(self) -> None:
+        prior_bias = float(np.log(PRIOR_PROB / (1 - PRIOR_PROB)))
+        self.Dense_0 = nn.Dense(self.embed_dim, kernel_init=nn.initializers.normal(1e-6))
+        self.logit_shift = nn.Dense(1, bias_init=nn.initializers.constant(prior_bias))
+        self.logit_scale = nn.Dense(1)
+
+    def image_terms(self, image_features: jax.Array) -> dict[str, jax.Array]:
+        """[B, P, W] -> unnormalised class_embeddings [B, P, E], logit_shift and logit_scale [B, P]."""
+        return {
+            "class_embeddings": self.Dense_0(image_features),
+            "logit_shift": self.logit_shift(image_features)[..., 0],
+            "logit_scale": nn.elu(self.logit_scale(image_features)[..., 0]) + 1.0,
+        }
+
     def __call__(
         self,
         image_features: jax.Array,
@@ -108,24 +153,13 @@ class ClassPredictor(nn.Module):
           {"class_embeddings": [B, P, E]} without queries (unnormalised), or additionally
           {"pred_logits": [B, P, Q]} with queries, and then class_embeddings are normalised.
         """
-        emb = nn.Dense(
-            self.embed_dim, kernel_init=nn.initializers.normal(1e-6), name="Dense_0"
-        )(image_features)
         if query_embeddings is None:
-            return {"class_embeddings": emb}
-        emb = emb / (jnp.linalg.norm(emb, axis=-1, keepdims=True) + NORM_EPSILON)
-        q = query_embeddings / (
-            jnp.linalg.norm(query_embeddings, axis=-1, keepdims=True) + NORM_EPSILON
+            return {"class_embeddings": self.Dense_0(image_features)}
+        terms = self.image_terms(image_features)
+        emb = normalize(terms["class_embeddings"])
+        logits = score_queries(
+            emb, terms["logit_shift"], terms["logit_scale"], query_embeddings, query_mask
         )
-        logits = jnp.einsum("...pd,...qd->...pq", emb, q)
-        prior_bias = float(np.log(PRIOR_PROB / (1 - PRIOR_PROB)))
-        shift = nn.Dense(1, bias_init=nn.initializers.constant(prior_bias), name="logit_shift")(
-            image_features
-        )
-        scale = nn.elu(nn.Dense(1, name="logit_scale")(image_features)) + 1.0
-        logits = (logits + shift) * scale
-        if query_mask is not None:
-            logits = jnp.where(query_mask[..., None, :] == 0, QUERY_MASK_VALUE, logits)
         return {"pred_logits": logits, "class_embeddings": emb}
 
 
@@ -219,7 +253,8 @@ class OwlViT(nn.Module):
 
         Returns:
           feature_map [B, g, g, W], image_features [B, P, W], pred_boxes [B, P, 4],
-          class_embeddings [B, P, E] (unnormalised) and, for OWLv2, objectness_logits [B, P].
+          class_embeddings [B, P, E] (unnormalised), the class head's logit_shift and logit_scale
+          [B, P] (see `score_queries`) and, for OWLv2, objectness_logits [B, P].
         """
         fmap = self.image_embedder(images, train)
         b, h, w, d = fmap.shape
@@ -228,7 +263,7 @@ class OwlViT(nn.Module):
             "feature_map": fmap,
             "image_features": feats,
             "pred_boxes": self.box_predictor(feats, (h, w)),
-            "class_embeddings": self.class_predictor(feats)["class_embeddings"],
+            **self.class_head.image_terms(feats),
         }
         if self.config.objectness:
             out["objectness_logits"] = self.objectness_predictor(feats)
