@@ -11,6 +11,8 @@ this module.
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Any
@@ -104,3 +106,45 @@ def random_queries(num: int, rng: np.random.Generator, context_length: int = 16)
         ids[i, 1 : n + 1] = rng.integers(1, 49406, n)
         ids[i, n + 1] = 49407
     return ids
+
+
+def _clip_merges() -> list[str]:
+    data = importlib.resources.files("owl").joinpath("assets", "bpe_simple_vocab_16e6.txt.gz")
+    lines = gzip.decompress(data.read_bytes()).decode("utf-8").split("\n")
+    return lines[1 : 1 + 48894]
+
+
+def _gpt2_byte_chars() -> list[str]:
+    """The byte->character table of the original CLIP/GPT-2 code, in its vocabulary order."""
+    kept = list(range(ord("!"), ord("~") + 1))
+    kept += list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    chars = [chr(b) for b in kept]
+    extra = 0
+    for b in range(256):
+        if b not in kept:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def build_transformers_tokenizer(folder: str | Path, **kwargs: Any) -> Any:
+    """transformers' CLIPTokenizer built offline from owl's BPE file.
+
+    Lays the files out as the original CLIP -> transformers conversion did: vocab.json = byte
+    tokens, byte tokens + "</w>", joined merges, SOT, EOT; merges.txt = "#version: 0.2" + merges.
+    `kwargs` go to `from_pretrained` (the published OWL-ViT tokenizers add pad_token="!" and
+    model_max_length=16, which also makes "!" a special token).
+    """
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    merges = _clip_merges()
+    chars = _gpt2_byte_chars()
+    vocab = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(
+        json.dumps({symbol: i for i, symbol in enumerate(vocab)}), encoding="utf-8"
+    )
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", "utf-8")
+    return transformers.CLIPTokenizer.from_pretrained(str(folder), **kwargs)

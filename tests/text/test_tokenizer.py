@@ -36,35 +36,13 @@ def _merge_lines() -> list[str]:
     return lines[1 : 1 + NUM_MERGES]
 
 
-def _gpt2_byte_chars() -> list[str]:
-    """The byte->character table of the original CLIP/GPT-2 code, in its vocabulary order."""
-    kept = list(range(ord("!"), ord("~") + 1))
-    kept += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars = [chr(b) for b in kept]
-    extra = 0
-    for b in range(256):
-        if b not in kept:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
 @pytest.fixture(scope="module")
 def hf_reference(tmp_path_factory):
-    """transformers' CLIPTokenizer built offline from the same merges, as the CLIP->HF conversion
-    laid them out: vocab.json = byte tokens, byte tokens + "</w>", joined merges, SOT, EOT;
-    merges.txt = "#version: 0.2" then the merges."""
-    transformers = pytest.importorskip("transformers")
-    merges = _merge_lines()
-    chars = _gpt2_byte_chars()
-    vocab = chars + [c + "</w>" for c in chars] + [m.replace(" ", "") for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    folder = tmp_path_factory.mktemp("hf_clip_tokenizer")
-    (folder / "vocab.json").write_text(
-        json.dumps({symbol: i for i, symbol in enumerate(vocab)}), encoding="utf-8"
-    )
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", "utf-8")
-    hf = transformers.CLIPTokenizer.from_pretrained(str(folder))
+    """transformers' CLIPTokenizer built offline from the same merges (see owl.testing)."""
+    pytest.importorskip("transformers")
+    from owl.testing import build_transformers_tokenizer
+
+    hf = build_transformers_tokenizer(tmp_path_factory.mktemp("hf_clip_tokenizer"))
     assert len(hf) == VOCAB_SIZE
     return hf
 

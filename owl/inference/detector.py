@@ -1,0 +1,431 @@
+"""`Detector`: text- and image-conditioned detection over many images, with embedding caches.
+
+Cost model (spec §9): the image encoder dominates, the class head is cheap. So the Detector
+  * encodes each image once and keeps, per image, only what scoring needs (boxes, class
+    embeddings, the class head's per-patch shift and scale, objectness) in an LRU cache keyed by
+    the image's content; N query sets on one image cost one image encoding;
+  * embeds each query text once (LRU cache keyed by the text);
+  * pads query counts and image batches to buckets (powers of two), so jitted functions compile
+    once per bucket rather than once per call.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from owl.inference import image_query
+from owl.inference.detections import Detections
+from owl.inference.postprocess import PostprocessOptions, detections_from_scores
+from owl.inference.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    ImageLoadError,
+    ImageMeta,
+    boxes_to_pixels,
+    pixels_to_normalized,
+    preprocess,
+)
+from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
+from owl.models.model import OwlModel
+from owl.models.owl_vit import normalize, score_queries
+from owl.text.tokenizer import get_tokenizer
+
+MIN_QUERY_BUCKET = 8
+
+
+def bucket(n: int, minimum: int = 1) -> int:
+    """Smallest power of two >= max(n, minimum): the padded size that keeps shapes static."""
+    n = max(n, minimum, 1)
+    return 1 << (n - 1).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageEncoding:
+    """What the Detector keeps per encoded image (all numpy, one image).
+
+    Attributes:
+      meta: original size and scale, to map boxes back to pixels.
+      pred_boxes: [P, 4] cxcywh normalised to the padded square.
+      class_embeddings: [P, E] unnormalised (image-query selection needs them raw).
+      logit_shift, logit_scale: [P] the class head's per-patch terms.
+      objectness_logits: [P] for OWLv2, else None.
+    """
+
+    meta: ImageMeta
+    pred_boxes: np.ndarray
+    class_embeddings: np.ndarray
+    logit_shift: np.ndarray
+    logit_scale: np.ndarray
+    objectness_logits: np.ndarray | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class QuerySet:
+    """Queries resolved to embeddings, ready to score any number of images.
+
+    Attributes:
+      labels: [Q] names; embeddings: [Q, E] unnormalised; thresholds: [Q] (None = global).
+      has_image_queries: whether any query came from an exemplar (turns NMS on by default).
+      notes: messages for the user (e.g. merged duplicates).
+    """
+
+    labels: tuple[str, ...]
+    embeddings: np.ndarray
+    thresholds: tuple[float | None, ...]
+    has_image_queries: bool
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionResult:
+    """Outcome for one input image: detections, or the error that stopped it."""
+
+    source: str
+    detections: Detections | None
+    error: str | None = None
+
+
+class _LRU(collections.OrderedDict):
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+
+    def get_item(self, key: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class Detector:
+    """Open-vocabulary detector over an `OwlModel`.
+
+    Args:
+      model: an `OwlModel` or anything `owl.load` accepts (registry name or path).
+      batch_size: images encoded per forward pass (padded to a power of two <= this).
+      image_cache_size: encoded images kept (LRU).
+      text_cache_size: text embeddings kept (LRU).
+      max_pixels: decompression-bomb limit for image files (None: no limit).
+      resize_method: "official" (pad then antialiased resize, the notebooks' way) or "tf" (the
+        scenic evaluator's resize-then-pad).
+
+    Example:
+      det = Detector("owlvit-b32")
+      [result] = det.detect("street.jpg", ["red car", TextQuery("bicycle", threshold=0.2)])
+    """
+
+    def __init__(
+        self,
+        model: OwlModel | str | os.PathLike,
+        *,
+        batch_size: int = 4,
+        image_cache_size: int = 64,
+        text_cache_size: int = 4096,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        resize_method: str = "official",
+    ):
+        if not isinstance(model, OwlModel):
+            from owl.checkpoints.load import load
+
+            model = load(model)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.resize_method = resize_method
+        self._images = _LRU(image_cache_size)
+        self._texts = _LRU(text_cache_size)
+        self._score = jax.jit(score_queries)
+        self.image_encoder_calls = 0  # forward passes of the image tower (for tests and stats)
+        self.text_encoder_calls = 0
+
+    # -- images --------------------------------------------------------------------------------
+
+    def _cache_key(self, image: ImageInput) -> tuple:
+        h = hashlib.sha256()
+        if isinstance(image, Image.Image):
+            image = np.asarray(image)
+        if isinstance(image, np.ndarray):
+            h.update(str((image.shape, image.dtype)).encode())
+            h.update(np.ascontiguousarray(image).tobytes())
+        else:
+            try:
+                with open(image, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+            except OSError:
+                h.update(os.fsencode(os.path.abspath(image)))  # preprocess reports the error
+        c = self.model.config
+        return (h.hexdigest(), c.image_size, c.pad_value, self.resize_method)
+
+    def encode_images(self, images: Sequence[ImageInput]) -> list[ImageEncoding | ImageLoadError]:
+        """Encodes images (cached), batching the ones not in the cache.
+
+        Returns one entry per input: its `ImageEncoding`, or the `ImageLoadError` that stopped it.
+        """
+        results: list[Any] = [None] * len(images)
+        pending: list[tuple[int, tuple, np.ndarray, ImageMeta]] = []
+        c = self.model.config
+        for i, image in enumerate(images):
+            key = self._cache_key(image)
+            hit = self._images.get_item(key)
+            if hit is not None:
+                results[i] = dataclasses.replace(hit, meta=dataclasses.replace(hit.meta, path=_path_of(image)))
+                continue
+            try:
+                pixels, meta = preprocess(
+                    image, image_size=c.image_size, pad_value=c.pad_value,
+                    method=self.resize_method, max_pixels=self.max_pixels,
+                )  # fmt: skip
+            except ImageLoadError as e:
+                results[i] = e
+                continue
+            pending.append((i, key, pixels, meta))
+        for start in range(0, len(pending), self.batch_size):
+            chunk = pending[start : start + self.batch_size]
+            for (i, key, _, meta), enc in zip(chunk, self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk])):
+                self._images.put(key, enc)
+                results[i] = enc
+        return results
+
+    def _encode_batch(self, pixels: list[np.ndarray], metas: list[ImageMeta]) -> list[ImageEncoding]:
+        n = len(pixels)
+        padded = bucket(n)
+        batch = np.zeros((padded, *pixels[0].shape), np.float32)
+        batch[:n] = np.stack(pixels)
+        out = jax.device_get(self.model.embed_image(batch))
+        self.image_encoder_calls += 1
+        objectness = out.get("objectness_logits")
+        return [
+            ImageEncoding(
+                meta=metas[j],
+                pred_boxes=out["pred_boxes"][j],
+                class_embeddings=out["class_embeddings"][j],
+                logit_shift=out["logit_shift"][j],
+                logit_scale=out["logit_scale"][j],
+                objectness_logits=None if objectness is None else objectness[j],
+            )
+            for j in range(n)
+        ]
+
+    def encode_image(self, image: ImageInput) -> ImageEncoding:
+        """Encodes one image (cached); raises `ImageLoadError` for unreadable input."""
+        [enc] = self.encode_images([image])
+        if isinstance(enc, ImageLoadError):
+            raise enc
+        return enc
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def embed_texts(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
+        """Unnormalised text embeddings [N, E]; each distinct text is encoded once (cached)."""
+        missing = [t for t in dict.fromkeys(texts) if self._texts.get_item((t, truncate)) is None]
+        if missing:
+            ids = get_tokenizer().tokenize(missing, truncate=truncate)
+            padded = np.zeros((bucket(len(ids), MIN_QUERY_BUCKET), ids.shape[1]), np.int32)
+            padded[: len(ids)] = ids
+            emb = np.asarray(self.model.embed_text(padded))[: len(ids)]
+            self.text_encoder_calls += 1
+            for t, e in zip(missing, emb):
+                self._texts.put((t, truncate), e)
+        dim = self.model.config.embed_dim
+        return np.stack([self._texts.get_item((t, truncate)) for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+    def embed_image_query(self, query: ImageQuery) -> np.ndarray:
+        """The query embedding [E] of an exemplar query: one selected token per exemplar, averaged.
+
+        Raises:
+          ValueError: a box outside its image or with zero area.
+          ImageLoadError: an unreadable exemplar image.
+        """
+        method = image_query.resolve_method(query.method, self.model.config.objectness)
+        picked = []
+        for image, box in query.exemplars:
+            enc = self.encode_image(image)
+            box_norm = None if box is None else _check_box(box, enc.meta)
+            if method == "objectness":
+                index = image_query.select_by_objectness(box_norm, enc.pred_boxes, enc.objectness_logits)
+            else:
+                index = image_query.select_by_iou(box_norm, enc.pred_boxes, enc.class_embeddings)
+            picked.append(enc.class_embeddings[index])
+        return np.mean(np.stack(picked), axis=0)
+
+    def prepare_queries(self, queries: Query | Sequence[Query], *, truncate: bool = False) -> QuerySet:
+        """Resolves text, image and embedding queries to one `QuerySet`; merges duplicates."""
+        items = as_queries(queries)
+        if not items:
+            raise ValueError("no queries given; pass at least one text, image or embedding query")
+        labels, thresholds, embeddings, notes = [], [], [], []
+        seen: dict[tuple, int] = {}
+        texts = []
+        for n, q in enumerate(items):
+            if isinstance(q, TextQuery):
+                if not q.text.strip():
+                    raise ValueError(f"query {n + 1} is empty; give some text such as 'a red car'")
+                key = ("text", q.text.strip().lower(), q.threshold)
+                label = q.name
+            elif isinstance(q, ImageQuery):
+                key = ("image", id(q))
+                label = q.label or f"image query {n + 1}"
+            else:
+                key = ("embedding", id(q))
+                label = q.label
+            if key in seen:
+                notes.append(f"duplicate query {label!r} merged with query {seen[key] + 1}")
+                continue
+            seen[key] = len(labels)
+            labels.append(label)
+            thresholds.append(q.threshold)
+            embeddings.append(q)
+            if isinstance(q, TextQuery):
+                texts.append(q.text)
+        text_emb = dict(zip(texts, self.embed_texts(texts, truncate=truncate))) if texts else {}
+        dim = self.model.config.embed_dim
+        rows = []
+        for q in embeddings:
+            if isinstance(q, TextQuery):
+                rows.append(text_emb[q.text])
+            elif isinstance(q, ImageQuery):
+                rows.append(self.embed_image_query(q))
+            else:
+                emb = np.asarray(q.embedding, np.float32)
+                if emb.shape != (dim,):
+                    raise ValueError(f"query embedding {q.label!r} has shape {emb.shape}, this model needs ({dim},)")
+                rows.append(emb)
+        return QuerySet(
+            labels=tuple(labels),
+            embeddings=np.stack(rows).astype(np.float32),
+            thresholds=tuple(thresholds),
+            has_image_queries=any(isinstance(q, ImageQuery) for q in embeddings),
+            notes=tuple(notes),
+        )
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def score(self, encoding: ImageEncoding, queries: QuerySet) -> np.ndarray:
+        """Logits [P, Q] of one encoded image against a query set (class head only)."""
+        q = len(queries)
+        padded = np.zeros((bucket(q, MIN_QUERY_BUCKET), queries.embeddings.shape[1]), np.float32)
+        padded[:q] = queries.embeddings
+        mask = np.arange(len(padded)) < q
+        logits = self._score(
+            normalize(jnp.asarray(encoding.class_embeddings)),
+            encoding.logit_shift, encoding.logit_scale, padded, mask,
+        )  # fmt: skip
+        return np.asarray(logits)[:, :q]
+
+    def detect_each(
+        self,
+        images: Iterable[ImageInput],
+        queries: Query | Sequence[Query] | QuerySet,
+        *,
+        threshold: float = 0.1,
+        multi_label: bool = False,
+        nms: bool | None = None,
+        nms_iou: float = 0.3,
+        class_agnostic_nms: bool = False,
+        max_detections: int | None = 100,
+        on_result: Callable[[DetectionResult], None] | None = None,
+    ) -> Iterator[DetectionResult]:
+        """Detects in many images, yielding one `DetectionResult` per image in input order.
+
+        A bad image yields a result with `error` set and the others go on. `nms=None` turns NMS on
+        when the query set holds image queries (as the official image-query demo does).
+        """
+        qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
+        options = PostprocessOptions(
+            threshold=threshold, multi_label=multi_label,
+            nms=qs.has_image_queries if nms is None else nms, nms_iou=nms_iou,
+            class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
+        )  # fmt: skip
+        batch: list[ImageInput] = []
+        for image in images:
+            batch.append(image)
+            if len(batch) == self.batch_size:
+                yield from self._detect_batch(batch, qs, options, on_result)
+                batch = []
+        if batch:
+            yield from self._detect_batch(batch, qs, options, on_result)
+
+    def _detect_batch(self, images, qs, options, on_result) -> Iterator[DetectionResult]:
+        for image, enc in zip(images, self.encode_images(images)):
+            source = _path_of(image) or "<array>"
+            if isinstance(enc, ImageLoadError):
+                result = DetectionResult(source, None, str(enc))
+            else:
+                extra = {}
+                if enc.objectness_logits is not None:
+                    extra["objectness"] = 1 / (1 + np.exp(-enc.objectness_logits.astype(np.float64)))
+                meta = enc.meta
+                result = DetectionResult(
+                    source,
+                    detections_from_scores(
+                        self.score(enc, qs), boxes_to_pixels(enc.pred_boxes, meta),
+                        qs.labels, qs.thresholds, options, extra=extra,
+                        metadata={"path": meta.path, "width": meta.width, "height": meta.height},
+                    ),  # fmt: skip
+                )
+            if on_result is not None:
+                on_result(result)
+            yield result
+
+    def detect(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        queries: Query | Sequence[Query] | QuerySet,
+        **options: Any,
+    ) -> list[Detections]:
+        """Detects in one image or a list; returns one `Detections` per image.
+
+        Options are those of `detect_each`. Raises `ImageLoadError` on the first unreadable image
+        (use `detect_each` to go on past bad images).
+        """
+        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
+            images = [images]
+        out = []
+        for result in self.detect_each(images, queries, **options):
+            if result.error is not None:
+                raise ImageLoadError(result.error)
+            out.append(result.detections)
+        return out
+
+
+def _path_of(image: ImageInput) -> str | None:
+    return None if isinstance(image, (np.ndarray, Image.Image)) else os.fspath(image)
+
+
+def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
+    """Validates a pixel xyxy box on an image and returns it cxcywh-normalised to the padded square."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    name = meta.name or "the query image"
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"query box {tuple(box)} on {name} has zero area; give x0 < x1 and y0 < y1")
+    if x0 < 0 or y0 < 0 or x1 > meta.width or y1 > meta.height:
+        raise ValueError(
+            f"query box {tuple(box)} lies outside {name} ({meta.width}x{meta.height} px); "
+            "give a box inside the image"
+        )
+    return pixels_to_normalized(np.array([x0, y0, x1, y1]), meta)
+
+
+__all__ = ["Detector", "DetectionResult", "ImageEncoding", "QuerySet", "bucket"]

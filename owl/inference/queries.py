@@ -1,0 +1,132 @@
+"""What a user can ask for: text queries, image (exemplar) queries and saved query embeddings.
+
+A query carries an optional label (what detections are called) and an optional score threshold
+of its own, which overrides the global one. Saved embeddings are plain `.npz` files
+(`embedding` [E] float32, `label` str, `model` str) read without pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from owl.inference.preprocess import ImageInput
+
+BoxXYXY = tuple[float, float, float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextQuery:
+    """Find things described by `text` ("red car")."""
+
+    text: str
+    threshold: float | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.label or self.text
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageQuery:
+    """Find things like the object(s) in the given boxes of example images (one-shot / few-shot).
+
+    Attributes:
+      exemplars: (image, box) pairs; box is (x0, y0, x1, y1) in that image's pixels, or None for
+        "the whole image" (v1) / "the most object-like token" (v2). Several exemplars of one class
+        are averaged into one query embedding.
+      label: name of the detections; defaults to "image query <n>".
+      threshold: per-query score threshold.
+      method: exemplar selection: "iou" (official v1 heuristic), "objectness" (v2), or "auto"
+        (objectness when the model has the head, else iou).
+    """
+
+    exemplars: tuple[tuple[ImageInput, BoxXYXY | None], ...]
+    label: str | None = None
+    threshold: float | None = None
+    method: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.exemplars:
+            raise ValueError("an image query needs at least one (image, box) exemplar")
+        if self.method not in ("auto", "iou", "objectness"):
+            raise ValueError(f"method must be 'auto', 'iou' or 'objectness', got {self.method!r}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EmbeddingQuery:
+    """A precomputed query embedding [E], e.g. saved by `owl embed-query`."""
+
+    embedding: np.ndarray
+    label: str
+    threshold: float | None = None
+
+
+Query = Union[str, TextQuery, ImageQuery, EmbeddingQuery]
+
+
+def parse_text_query(spec: str) -> TextQuery:
+    """Parses the CLI form "text" or "text@threshold" (e.g. "red car@0.3").
+
+    Only a trailing "@<number in [0, 1]>" is a threshold; any other "@" stays in the text.
+    """
+    text, sep, tail = spec.rpartition("@")
+    if sep:
+        try:
+            value = float(tail)
+        except ValueError:
+            value = None
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"query {spec!r}: threshold {tail} is not in [0, 1]")
+            return TextQuery(text.strip(), threshold=value)
+    return TextQuery(spec.strip())
+
+
+def save_query_embedding(path: str | os.PathLike, embedding: np.ndarray, label: str, model: str) -> Path:
+    """Writes a query embedding as .npz (no pickled objects)."""
+    path = Path(path)
+    embedding = np.asarray(embedding, np.float32)
+    if embedding.ndim != 1:
+        raise ValueError(f"a query embedding must be 1-D, got shape {embedding.shape}")
+    with open(path, "wb") as f:
+        np.savez(f, embedding=embedding, label=np.str_(label), model=np.str_(model))
+    return path
+
+
+def load_query_embedding(path: str | os.PathLike, threshold: float | None = None) -> EmbeddingQuery:
+    """Reads an .npz written by `save_query_embedding`; refuses pickled content."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            embedding = np.asarray(data["embedding"], np.float32)
+            label = str(data["label"]) if "label" in data else path.stem
+    except FileNotFoundError:
+        raise ValueError(f"{path}: query embedding file not found") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"{path}: not a query embedding file written by `owl embed-query` ({e})"
+        ) from None
+    if embedding.ndim != 1:
+        raise ValueError(f"{path}: embedding must be 1-D, got shape {embedding.shape}")
+    return EmbeddingQuery(embedding, label, threshold)
+
+
+def as_queries(queries: Query | Sequence[Query]) -> list[Query]:
+    """Accepts one query or a sequence; plain strings become `TextQuery`s."""
+    if isinstance(queries, (str, TextQuery, ImageQuery, EmbeddingQuery)):
+        queries = [queries]
+    out = []
+    for q in queries:
+        if isinstance(q, str):
+            q = TextQuery(q)
+        if not isinstance(q, (TextQuery, ImageQuery, EmbeddingQuery)):
+            raise TypeError(f"unsupported query {q!r}; use a string, TextQuery, ImageQuery or EmbeddingQuery")
+        out.append(q)
+    return out
