@@ -1,0 +1,369 @@
+"""`owl detect`: find objects described by text, example boxes or saved embeddings in images.
+
+Argument handling and printing only. Input expansion and query parsing live in
+`owl.inference.inputs`, detection in `owl.inference.detector.Detector`, writers in
+`owl.inference.outputs` and drawing in `owl.inference.draw`. Usage errors (exit 2) are found
+before any image is processed; a bad target image is reported and the batch goes on (exit 1).
+Documentation for users: docs/detect.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from owl.cli.options import (
+    expand_image_args,
+    load_detector,
+    max_pixels_option,
+    max_pixels_value,
+    model_id,
+    model_option,
+    parse_boxes,
+    progress_bar,
+    query_error,
+    query_image_options,
+    truncate_option,
+    write_line,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from owl.inference.detections import Detections
+
+OUTPUT_SUFFIXES = (".json", ".csv", ".coco.json")
+
+EPILOG = """\b
+Examples:
+  owl detect street.jpg --query "red car" --query "bicycle@0.3"
+  owl detect photos/ --recursive --queries-file queries.txt --output dets.json
+  owl detect "shots/*.png" -q cat -q dog --output dets.coco.json --save-dir drawn/
+  owl detect scene.jpg --query-image dog.jpg --query-box 10,20,110,220 --query-label dog
+  owl detect scene.jpg --query-image a.jpg --query-image b.jpg --query-box 5,5,60,80 \\
+      --query-box 30,10,90,70 --query-label cat --query-method iou --no-nms
+  owl embed-query --query-image dog.jpg --query-box 10,20,110,220 -o dog.npz
+  owl detect photos/ --query-embedding dog.npz@0.2 --nms-iou 0.5 --class-agnostic-nms
+  owl detect a.jpg -q person --model owlvit-b32 --threshold 0.2 --multi-label --quiet
+  owl detect big.tif -q ship --max-image-pixels 0 --batch-size 8 --max-detections 20 \\
+      --output ships.csv
+  owl detect a.jpg -q "a very long description of a small red vintage car parked by a \\
+      fence" --truncate-long-queries
+
+\b
+Exit codes: 0 success; 1 some images failed (the others are still processed and written);
+2 usage error (no images or queries, bad option value, bad query, box or embedding file).
+"""
+
+
+@click.command("detect", epilog=EPILOG)
+@click.argument("images", nargs=-1, metavar="IMAGES...")
+@click.option(
+    "-q", "--query", "queries", multiple=True, metavar="TEXT",
+    help='Text query, repeatable; "TEXT@T" gives it its own threshold T, e.g. "red car@0.3".',
+)  # fmt: skip
+@click.option(
+    "--queries-file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+    help="UTF-8 file with one text query per line, written as for --query (\"red car@0.3\"); "
+    "blank lines and lines starting with # are ignored.",
+)  # fmt: skip
+@query_image_options
+@click.option(
+    "--query-label", "query_labels", multiple=True, metavar="NAME",
+    help="Name for the image-query detections (repeatable: one for all exemplars, or one per "
+    "exemplar; default: the query image's file stem). Exemplars sharing a name are averaged "
+    'into one query; "NAME@T" sets its threshold.',
+)  # fmt: skip
+@click.option(
+    "--query-method", type=click.Choice(["auto", "iou", "objectness"]), default="auto",
+    show_default=True,
+    help="How an exemplar box picks its embedding: objectness (OWLv2), iou (the official "
+    "OWL-ViT heuristic), auto = objectness when the model has the head.",
+)  # fmt: skip
+@click.option(
+    "--query-embedding", "query_embeddings", multiple=True, metavar="FILE[@T]",
+    help="Query embedding saved by `owl embed-query` (repeatable); FILE@T sets its threshold.",
+)  # fmt: skip
+@model_option
+@click.option(
+    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
+    help="Minimum score for queries without a threshold of their own.",
+)  # fmt: skip
+@click.option(
+    "--multi-label", is_flag=True,
+    help="Keep every (box, query) pair above threshold, not only each box's best query.",
+)  # fmt: skip
+@click.option(
+    "--nms/--no-nms", default=None,
+    help="Non-maximum suppression. Default: on when image or embedding queries are used (as "
+    "in the official image-query demo), off for text only (as in the official pipeline).",
+)  # fmt: skip
+@click.option(
+    "--nms-iou", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
+    help="NMS drops a box whose IoU with a better-scoring box is above this.",
+)  # fmt: skip
+@click.option(
+    "--class-agnostic-nms", is_flag=True,
+    help="Let NMS suppress across queries (default: only within the same query).",
+)  # fmt: skip
+@click.option(
+    "--max-detections", type=click.IntRange(min=0), default=100, show_default=True,
+    help="Keep at most this many detections per image, best first; 0 means no limit.",
+)  # fmt: skip
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+    help="Images encoded per forward pass.",
+)  # fmt: skip
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    help="Write detections to FILE: *.json (owl schema, see docs/detect.md), *.csv (one row "
+    "per detection) or *.coco.json (COCO results; image_id = position in the image list, "
+    "category_id = query index). Without it, detections are printed.",
+)  # fmt: skip
+@click.option(
+    "--save-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+    help="Write each image with its boxes drawn to DIR/<image stem>.png (same-named images "
+    "from different folders get their folder names prepended).",
+)  # fmt: skip
+@click.option(
+    "-r", "--recursive", is_flag=True,
+    help="Also take images from subfolders of the folders given.",
+)  # fmt: skip
+@click.option(
+    "--quiet", is_flag=True,
+    help="No progress bar, summary table or 'wrote' lines (notes and failures still show).",
+)  # fmt: skip
+@max_pixels_option
+@truncate_option
+def detect(
+    images: tuple[str, ...],
+    queries: tuple[str, ...],
+    queries_file: str | None,
+    query_images: tuple[str, ...],
+    query_boxes: tuple[str, ...],
+    query_labels: tuple[str, ...],
+    query_method: str,
+    query_embeddings: tuple[str, ...],
+    model: str,
+    threshold: float,
+    multi_label: bool,
+    nms: bool | None,
+    nms_iou: float,
+    class_agnostic_nms: bool,
+    max_detections: int,
+    batch_size: int,
+    output: Path | None,
+    save_dir: Path | None,
+    recursive: bool,
+    quiet: bool,
+    max_image_pixels: int,
+    truncate_long_queries: bool,
+) -> None:
+    """Detect objects in images with text queries, example boxes or saved query embeddings.
+
+    IMAGES are files, folders (add --recursive for subfolders) and glob patterns ("**" crosses
+    folders). Queries: --query / --queries-file (text), --query-image with --query-box
+    (exemplars), --query-embedding (from `owl embed-query`); they can be mixed. Each query is
+    scored on its own (sigmoid), so scores of different queries are not a distribution.
+
+    Detections go to --output, or are printed per image; a summary table goes to stderr.
+    Images that cannot be read are listed at the end, after all others were processed.
+    """
+    from owl.inference.inputs import drawn_image_names
+
+    # -- cheap checks first: nothing heavy is loaded for a usage error ---------------------------
+    if output is not None:
+        if not output.name.lower().endswith(OUTPUT_SUFFIXES):
+            raise click.UsageError(
+                f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json"
+            )
+        if not output.parent.is_dir():
+            raise click.UsageError(f"--output {output}: folder {output.parent} does not exist")
+    paths = expand_image_args(images, recursive)
+    if not paths:
+        raise click.UsageError("no images given; pass image files, folders or glob patterns")
+
+    request, embedding_files = _collect_queries(
+        queries, queries_file, query_images, query_boxes, query_labels, query_method,
+        query_embeddings,
+    )  # fmt: skip
+    if not request:
+        raise click.UsageError(
+            "no queries given; pass --query TEXT, --queries-file FILE, --query-image IMG "
+            "(with --query-box) or --query-embedding FILE"
+        )
+
+    # -- model and queries ---------------------------------------------------------------------
+    detector = load_detector(
+        model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet
+    )
+    notes = _check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
+    try:
+        query_set = detector.prepare_queries(request, truncate=truncate_long_queries)
+    except ValueError as e:  # empty or over-long text, bad box, unreadable query image
+        raise query_error(e) from None
+    for note in (*notes, *query_set.notes):
+        write_line(f"note: {note}", err=True)
+    if nms is None:
+        nms = query_set.has_image_queries or bool(embedding_files)
+
+    # -- detection -----------------------------------------------------------------------------
+    drawn_names = drawn_image_names(paths) if save_dir is not None else []
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    done: list[tuple[int, Detections]] = []  # (position in paths, Detections)
+    failures: list[str] = []
+    counts = [0] * len(query_set)
+    bar = progress_bar(len(paths), quiet=quiet)
+    results = detector.detect_each(
+        paths, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
+        class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
+    )  # fmt: skip
+    for position, result in enumerate(results):
+        bar.update(1)
+        if result.error is not None:
+            failures.append(result.error)
+            continue
+        detections = result.detections
+        done.append((position, detections))
+        for query_index in detections.class_id:
+            counts[int(query_index)] += 1
+        if output is None:
+            write_line(_format_image(result.source, detections))
+        if save_dir is not None:
+            error = _draw(result.source, detections, save_dir / drawn_names[position])
+            if error is not None:
+                failures.append(error)
+    bar.close()
+
+    # -- outputs, summary, failures ------------------------------------------------------------
+    if output is not None:
+        from owl.inference.outputs import write_detections
+
+        try:
+            write_detections(
+                output, [d for _, d in done], image_ids=[position for position, _ in done]
+            )
+        except OSError as e:
+            raise click.ClickException(f"{output}: cannot write the output file ({e})") from None
+        if not quiet:
+            write_line(f"wrote {output} ({len(done)} images)", err=True)
+    if save_dir is not None and not quiet:
+        write_line(f"wrote drawn images to {save_dir}", err=True)
+    if not quiet:
+        thresholds = [threshold if t is None else t for t in query_set.thresholds]
+        write_line(
+            _summary(len(done), len(paths) - len(done), query_set.labels, thresholds, counts),
+            err=True,
+        )
+    if failures:
+        write_line(f"{len(failures)} of {len(paths)} images failed:", err=True)
+        for message in failures:
+            write_line(f"  failed: {message}", err=True)
+        click.get_current_context().exit(1)
+
+
+def _collect_queries(
+    queries: tuple[str, ...],
+    queries_file: str | None,
+    query_images: tuple[str, ...],
+    query_boxes: tuple[str, ...],
+    query_labels: tuple[str, ...],
+    query_method: str,
+    query_embeddings: tuple[str, ...],
+) -> tuple[list, list[str]]:
+    """All query options -> (queries in order, embedding file paths); problems are exit 2."""
+    from owl.inference import inputs
+    from owl.inference.queries import load_query_embedding, parse_text_query
+
+    request: list = []
+    embedding_files: list[str] = []
+    try:
+        for spec in queries:
+            text_query = parse_text_query(spec)
+            if not text_query.text:
+                raise click.UsageError(f"--query {spec!r} is empty; give some text, e.g. 'red car'")
+            request.append(text_query)
+        if queries_file is not None:
+            request.extend(inputs.read_queries_file(queries_file))
+        boxes = parse_boxes(query_boxes)
+        request.extend(
+            inputs.group_exemplars(query_images, boxes, query_labels, method=query_method)
+        )
+        for spec in query_embeddings:
+            path, own_threshold = inputs.split_threshold_suffix(spec)
+            request.append(load_query_embedding(path, own_threshold))
+            embedding_files.append(path)
+    except ValueError as e:  # InputError, bad thresholds, unreadable embedding files
+        raise click.UsageError(str(e)) from None
+    return request, embedding_files
+
+
+def _check_embeddings(request: list, files: list[str], dim: int, model: str) -> list[str]:
+    """Embedding size must fit the model (usage error); another model's embedding is a note."""
+    from owl.inference.inputs import saved_embedding_model
+    from owl.inference.queries import EmbeddingQuery
+
+    notes = []
+    embeddings = [q for q in request if isinstance(q, EmbeddingQuery)]
+    current = model_id(model)
+    for query, path in zip(embeddings, files, strict=True):
+        size = query.embedding.shape[0]
+        made_with = saved_embedding_model(path)
+        if size != dim:
+            raise click.UsageError(
+                f"{path}: embedding has {size} values but model {model!r} needs {dim}; make it "
+                f"again with `owl embed-query --model {model}` (it was made with {made_with!r})"
+            )
+        if made_with is not None and made_with != current:
+            notes.append(
+                f"{path} was made with model {made_with!r}, not {current!r}; its scores may "
+                "not mean much with this model"
+            )
+    return notes
+
+
+def _format_image(source: str, detections: Detections) -> str:
+    """One image's detections as readable lines: a header, then score, label and box."""
+    meta = detections.metadata
+    size = f"{meta.get('width')}x{meta.get('height')}"
+    n = len(detections)
+    head = f"{source} ({size}): " + (
+        f"{n} detection{'s' if n != 1 else ''}" if n else "nothing found"
+    )
+    lines = [head]
+    for det in detections:
+        box = ", ".join(f"{float(v):.1f}" for v in det.xyxy)
+        lines.append(f"  {det.confidence:.3f}  {det.label}  [{box}]")
+    return "\n".join(lines)
+
+
+def _draw(source: str, detections: Detections, path: Path) -> str | None:
+    """Writes the drawn image; returns an error line instead of raising."""
+    from owl.inference.draw import draw_detections
+
+    try:
+        draw_detections(source, detections, out_path=path)
+    except (OSError, ValueError) as e:
+        return f"{source}: cannot write the drawn image {path} ({e})"
+    return None
+
+
+def _summary(
+    ok: int,
+    failed: int,
+    labels: Sequence[str],
+    thresholds: Sequence[float],
+    counts: Sequence[int],
+) -> str:
+    """The table printed at the end: images ok/failed, then detections per query."""
+    width = max([len("query"), *(len(label) for label in labels)])
+    lines = [
+        f"images: {ok} ok, {failed} failed",
+        f"{'query':<{width}}  threshold  detections",
+    ]
+    for label, thr, count in zip(labels, thresholds, counts, strict=True):
+        lines.append(f"{label:<{width}}  {thr:>9.2f}  {count:>10d}")
+    return "\n".join(lines)

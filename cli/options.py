@@ -1,0 +1,162 @@
+"""Options and small helpers shared by `owl detect` and `owl embed-query`.
+
+Each reusable option is defined once here as a decorator, so both commands spell, default and
+document it the same way. Only click is imported at module level: `owl --help` imports the
+command modules to list them, and must not pay for JAX, NumPy or Pillow.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The canonical OWLv2 checkpoint (best LVIS AP among the B/16 models, spec §6). It is a 590 MiB
+# download on first use; a later release switches the offline default to a small shipped model,
+# which only needs this one constant changed.
+DEFAULT_MODEL = "owlv2-b16-ensemble"
+
+# Pillow's own decompression-bomb limit, the same number as
+# owl.inference.preprocess.DEFAULT_MAX_PIXELS (a test keeps them equal; not imported here so
+# that `owl --help` stays light).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+
+MODEL_HELP = (
+    "A registry name (see `owl models`; downloaded once into the cache) or a checkpoint path "
+    "(owl .safetensors, official Flax msgpack, or a transformers folder). The default, "
+    f"{DEFAULT_MODEL}, is the canonical OWLv2 B/16 weight ensemble: the best B/16 model "
+    "(LVIS AP 43.9) at 960 px; use owlvit-b32 for a faster, weaker model."
+)
+
+
+def model_option(f: F) -> F:
+    """--model NAME|PATH."""
+    return click.option(
+        "-m", "--model", default=DEFAULT_MODEL, show_default=True, metavar="NAME|PATH",
+        help=MODEL_HELP,
+    )(f)  # fmt: skip
+
+
+def query_image_options(f: F) -> F:
+    """--query-image IMG and --query-box X0,Y0,X1,Y1, both repeatable."""
+    f = click.option(
+        "--query-box", "query_boxes", multiple=True, metavar="X0,Y0,X1,Y1",
+        help="Exemplar box in --query-image pixels (x right, y down; repeatable). With one "
+        "--query-image every box is on that image; otherwise give one box per image. Without "
+        "boxes, the most object-like token (OWLv2) or the whole image (OWL-ViT) is used.",
+    )(f)  # fmt: skip
+    return click.option(
+        "--query-image", "query_images", multiple=True, metavar="IMG",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Example image showing what to find (one-shot detection; repeatable).",
+    )(f)  # fmt: skip
+
+
+def max_pixels_option(f: F) -> F:
+    """--max-image-pixels N (0 = no limit)."""
+    return click.option(
+        "--max-image-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_IMAGE_PIXELS,
+        show_default=True, metavar="N",
+        help="Refuse image files with more pixels than this before decoding them (a guard "
+        "against decompression bombs); 0 means no limit.",
+    )(f)  # fmt: skip
+
+
+def truncate_option(f: F) -> F:
+    """--truncate-long-queries."""
+    return click.option(
+        "--truncate-long-queries", is_flag=True,
+        help="Cut text queries longer than the 16-token text context to their first 14 tokens "
+        "instead of stopping with an error.",
+    )(f)  # fmt: skip
+
+
+def max_pixels_value(max_image_pixels: int) -> int | None:
+    """--max-image-pixels as the Detector takes it: 0 -> None (no limit)."""
+    return None if max_image_pixels == 0 else max_image_pixels
+
+
+def model_id(spec: str) -> str:
+    """How a --model value is recorded in embedding files: an absolute path, or the name."""
+    path = Path(spec)
+    return str(path.resolve()) if path.exists() else spec.strip()
+
+
+def load_detector(spec: str, *, batch_size: int = 4, max_pixels: int | None, quiet: bool):
+    """Loads --model into a `Detector`; a bad name or file is a usage error (exit 2).
+
+    Returns:
+      An `owl.inference.detector.Detector`.
+    """
+    from owl.checkpoints.download import DownloadError
+    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.load import load
+    from owl.checkpoints.registry import UnknownModelError
+    from owl.inference.detector import Detector
+
+    try:
+        model = load(spec, progress=not quiet)
+    except UnknownModelError as e:
+        raise click.UsageError(f"--model: {e}") from None
+    except CheckpointError as e:
+        raise click.UsageError(f"--model {spec}: {e}") from None
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None
+    return Detector(model, batch_size=batch_size, max_pixels=max_pixels)
+
+
+def expand_image_args(specs: Sequence[str], recursive: bool) -> list[str]:
+    """IMAGES arguments -> image paths; a folder or pattern without images is a usage error."""
+    from owl.inference.inputs import InputError, expand_images
+
+    try:
+        return expand_images(specs, recursive=recursive)
+    except InputError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def parse_boxes(specs: Sequence[str]) -> list[tuple[float, float, float, float]]:
+    """--query-box values -> (x0, y0, x1, y1) tuples; bad syntax is a usage error."""
+    from owl.inference.inputs import InputError, parse_box
+
+    try:
+        return [parse_box(s) for s in specs]
+    except InputError as e:
+        raise click.UsageError(str(e)) from None
+
+
+def query_error(error: Exception) -> click.UsageError:
+    """A query that cannot be used (empty, over-long, bad box, unreadable image) -> exit 2."""
+    from owl.inference.preprocess import ImageLoadError
+    from owl.text.tokenizer import QueryTooLongError
+
+    if isinstance(error, QueryTooLongError):
+        return click.UsageError(
+            f"query {error.text!r} has {error.num_tokens} tokens but at most {error.limit} fit; "
+            "shorten it or pass --truncate-long-queries"
+        )
+    if isinstance(error, ImageLoadError):
+        return click.UsageError(f"query image {error}")
+    return click.UsageError(str(error))
+
+
+def progress_bar(total: int, *, quiet: bool, unit: str = "image"):
+    """A tqdm bar on stderr with rate and ETA; off with --quiet or for a single item."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, unit=unit, file=sys.stderr, disable=quiet or total <= 1, dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
+    )  # fmt: skip
+
+
+def write_line(text: str, *, err: bool = False) -> None:
+    """Prints a line without breaking a progress bar that may be showing on stderr."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr if err else sys.stdout)
