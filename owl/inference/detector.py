@@ -35,7 +35,7 @@ from owl.inference.preprocess import (
     pixels_to_normalized,
     preprocess,
 )
-from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
+from owl.inference.queries import ImageQuery, Query, TextQuery, as_queries
 from owl.models.model import OwlModel
 from owl.models.owl_vit import normalize, score_queries
 from owl.text.tokenizer import get_tokenizer
@@ -121,7 +121,7 @@ class Detector:
 
     Args:
       model: an `OwlModel` or anything `owl.load` accepts (registry name or path).
-      batch_size: images encoded per forward pass (padded to a power of two <= this).
+      batch_size: images encoded per forward pass (each batch padded to the next power of two).
       image_cache_size: encoded images kept (LRU).
       text_cache_size: text embeddings kept (LRU).
       max_pixels: decompression-bomb limit for image files (None: no limit).
@@ -185,12 +185,17 @@ class Detector:
         """
         results: list[Any] = [None] * len(images)
         pending: list[tuple[int, tuple, np.ndarray, ImageMeta]] = []
+        repeats: list[tuple[int, tuple, str | None]] = []  # same content twice in this call
+        pending_keys: set[tuple] = set()
         c = self.model.config
         for i, image in enumerate(images):
             key = self._cache_key(image)
             hit = self._images.get_item(key)
             if hit is not None:
-                results[i] = dataclasses.replace(hit, meta=dataclasses.replace(hit.meta, path=_path_of(image)))
+                results[i] = _with_path(hit, _path_of(image))
+                continue
+            if key in pending_keys:
+                repeats.append((i, key, _path_of(image)))
                 continue
             try:
                 pixels, meta = preprocess(
@@ -201,14 +206,23 @@ class Detector:
                 results[i] = e
                 continue
             pending.append((i, key, pixels, meta))
+            pending_keys.add(key)
+        encoded: dict[tuple, ImageEncoding] = {}
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start : start + self.batch_size]
-            for (i, key, _, meta), enc in zip(chunk, self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk])):
+            for (i, key, _, meta), enc in zip(
+                chunk, self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk])
+            ):
                 self._images.put(key, enc)
+                encoded[key] = enc
                 results[i] = enc
+        for i, key, path in repeats:
+            results[i] = _with_path(encoded[key], path)
         return results
 
-    def _encode_batch(self, pixels: list[np.ndarray], metas: list[ImageMeta]) -> list[ImageEncoding]:
+    def _encode_batch(
+        self, pixels: list[np.ndarray], metas: list[ImageMeta]
+    ) -> list[ImageEncoding]:
         n = len(pixels)
         padded = bucket(n)
         batch = np.zeros((padded, *pixels[0].shape), np.float32)
@@ -239,7 +253,9 @@ class Detector:
 
     def embed_texts(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
         """Unnormalised text embeddings [N, E]; each distinct text is encoded once (cached)."""
-        missing = [t for t in dict.fromkeys(texts) if self._texts.get_item((t, truncate)) is None]
+        # Look up every text before inserting new ones: a small cache may evict while inserting.
+        found = {t: self._texts.get_item((t, truncate)) for t in dict.fromkeys(texts)}
+        missing = [t for t, e in found.items() if e is None]
         if missing:
             ids = get_tokenizer().tokenize(missing, truncate=truncate)
             padded = np.zeros((bucket(len(ids), MIN_QUERY_BUCKET), ids.shape[1]), np.int32)
@@ -248,8 +264,9 @@ class Detector:
             self.text_encoder_calls += 1
             for t, e in zip(missing, emb):
                 self._texts.put((t, truncate), e)
+                found[t] = e
         dim = self.model.config.embed_dim
-        return np.stack([self._texts.get_item((t, truncate)) for t in texts]) if texts else np.zeros((0, dim), np.float32)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, dim), np.float32)
 
     def embed_image_query(self, query: ImageQuery) -> np.ndarray:
         """The query embedding [E] of an exemplar query: one selected token per exemplar, averaged.
@@ -262,15 +279,26 @@ class Detector:
         picked = []
         for image, box in query.exemplars:
             enc = self.encode_image(image)
-            box_norm = None if box is None else _check_box(box, enc.meta)
+            if box is not None:
+                box_norm = _check_box(box, enc.meta)
+            elif method == "iou":  # "the whole image" is the image, not the padded square
+                box_norm = pixels_to_normalized(
+                    np.array([0, 0, enc.meta.width, enc.meta.height]), enc.meta
+                )
+            else:
+                box_norm = None  # objectness: the most object-like token of the whole input
             if method == "objectness":
-                index = image_query.select_by_objectness(box_norm, enc.pred_boxes, enc.objectness_logits)
+                index = image_query.select_by_objectness(
+                    box_norm, enc.pred_boxes, enc.objectness_logits
+                )
             else:
                 index = image_query.select_by_iou(box_norm, enc.pred_boxes, enc.class_embeddings)
             picked.append(enc.class_embeddings[index])
         return np.mean(np.stack(picked), axis=0)
 
-    def prepare_queries(self, queries: Query | Sequence[Query], *, truncate: bool = False) -> QuerySet:
+    def prepare_queries(
+        self, queries: Query | Sequence[Query], *, truncate: bool = False
+    ) -> QuerySet:
         """Resolves text, image and embedding queries to one `QuerySet`; merges duplicates."""
         items = as_queries(queries)
         if not items:
@@ -310,7 +338,10 @@ class Detector:
             else:
                 emb = np.asarray(q.embedding, np.float32)
                 if emb.shape != (dim,):
-                    raise ValueError(f"query embedding {q.label!r} has shape {emb.shape}, this model needs ({dim},)")
+                    raise ValueError(
+                        f"query embedding {q.label!r} has shape {emb.shape}, "
+                        f"this model needs ({dim},)"
+                    )
                 rows.append(emb)
         return QuerySet(
             labels=tuple(labels),
@@ -375,15 +406,21 @@ class Detector:
             else:
                 extra = {}
                 if enc.objectness_logits is not None:
-                    extra["objectness"] = 1 / (1 + np.exp(-enc.objectness_logits.astype(np.float64)))
+                    extra["objectness"] = 1 / (
+                        1 + np.exp(-enc.objectness_logits.astype(np.float64))
+                    )
                 meta = enc.meta
                 result = DetectionResult(
                     source,
                     detections_from_scores(
-                        self.score(enc, qs), boxes_to_pixels(enc.pred_boxes, meta),
-                        qs.labels, qs.thresholds, options, extra=extra,
+                        self.score(enc, qs),
+                        boxes_to_pixels(enc.pred_boxes, meta),
+                        qs.labels,
+                        qs.thresholds,
+                        options,
+                        extra=extra,
                         metadata={"path": meta.path, "width": meta.width, "height": meta.height},
-                    ),  # fmt: skip
+                    ),
                 )
             if on_result is not None:
                 on_result(result)
@@ -414,12 +451,19 @@ def _path_of(image: ImageInput) -> str | None:
     return None if isinstance(image, (np.ndarray, Image.Image)) else os.fspath(image)
 
 
+def _with_path(enc: ImageEncoding, path: str | None) -> ImageEncoding:
+    """A cached encoding reused for another input with the same content, with that input's path."""
+    return dataclasses.replace(enc, meta=dataclasses.replace(enc.meta, path=path))
+
+
 def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
-    """Validates a pixel xyxy box on an image and returns it cxcywh-normalised to the padded square."""
+    """Validates a pixel xyxy box on an image; returns it cxcywh-normalised to the padded square."""
     x0, y0, x1, y1 = (float(v) for v in box)
     name = meta.name or "the query image"
     if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"query box {tuple(box)} on {name} has zero area; give x0 < x1 and y0 < y1")
+        raise ValueError(
+            f"query box {tuple(box)} on {name} has zero area; give x0 < x1 and y0 < y1"
+        )
     if x0 < 0 or y0 < 0 or x1 > meta.width or y1 > meta.height:
         raise ValueError(
             f"query box {tuple(box)} lies outside {name} ({meta.width}x{meta.height} px); "
@@ -428,4 +472,4 @@ def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
     return pixels_to_normalized(np.array([x0, y0, x1, y1]), meta)
 
 
-__all__ = ["Detector", "DetectionResult", "ImageEncoding", "QuerySet", "bucket"]
+__all__ = ["DetectionResult", "Detector", "ImageEncoding", "QuerySet", "bucket"]

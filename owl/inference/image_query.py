@@ -74,7 +74,7 @@ def select_by_objectness(
 
 
 def resolve_method(method: str, has_objectness: bool) -> str:
-    """"auto" -> "objectness" for models with the head, else "iou"; checks availability."""
+    """Resolves "auto" to "objectness" for models with the head, else "iou"; checks availability."""
     if method == "auto":
         return "objectness" if has_objectness else "iou"
     if method == "objectness" and not has_objectness:

@@ -82,7 +82,9 @@ def detections_from_scores(
     logits = np.asarray(logits)
     num_boxes, num_queries = logits.shape
     if len(labels) != num_queries or len(thresholds) != num_queries:
-        raise ValueError(f"{num_queries} queries but {len(labels)} labels, {len(thresholds)} thresholds")
+        raise ValueError(
+            f"{num_queries} queries but {len(labels)} labels, {len(thresholds)} thresholds"
+        )
     thr = np.array([options.threshold if t is None else t for t in thresholds], np.float64)
     scores = sigmoid(logits)
     if options.multi_label:
