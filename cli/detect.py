@@ -206,8 +206,6 @@ def detect(
         raise query_error(e) from None
     for note in (*notes, *query_set.notes):
         write_line(f"note: {note}", err=True)
-    if nms is None:
-        nms = query_set.has_image_queries or bool(embedding_files)
 
     # -- detection -----------------------------------------------------------------------------
     drawn_names = drawn_image_names(paths) if save_dir is not None else []
@@ -303,7 +301,6 @@ def _collect_queries(
 
 def _check_embeddings(request: list, files: list[str], dim: int, model: str) -> list[str]:
     """Embedding size must fit the model (usage error); another model's embedding is a note."""
-    from owl.inference.inputs import saved_embedding_model
     from owl.inference.queries import EmbeddingQuery
 
     notes = []
@@ -311,7 +308,7 @@ def _check_embeddings(request: list, files: list[str], dim: int, model: str) -> 
     current = model_id(model)
     for query, path in zip(embeddings, files, strict=True):
         size = query.embedding.shape[0]
-        made_with = saved_embedding_model(path)
+        made_with = query.model
         if size != dim:
             raise click.UsageError(
                 f"{path}: embedding has {size} values but model {model!r} needs {dim}; make it "

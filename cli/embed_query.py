@@ -116,7 +116,8 @@ def embed_query(
     embedding, name = query_set.embeddings[0], query_set.labels[0]
     recorded = model_id(model)
     try:
-        save_query_embedding(output, embedding, name, recorded)
+        kind = "text" if isinstance(query, TextQuery) else "image"
+        save_query_embedding(output, embedding, name, recorded, kind=kind)
     except OSError as e:
         raise click.ClickException(f"{output}: cannot write the embedding ({e})") from None
     click.echo(f"wrote {output}: label {name!r}, {embedding.shape[0]} values, model {recorded!r}")

@@ -1,9 +1,9 @@
-"""`owl eval`: COCO or LVIS box metrics for a detections file.
+"""`owl eval`: COCO or LVIS box metrics for a detections file, or for a model run over a dataset.
 
-Argument handling and printing only; the metrics are :func:`owl.eval.metrics.evaluate`. The
-command is built so that model-driven prediction can be added beside ``--detections``: the
-callback first obtains a results source (today only ``--detections``), then evaluates and reports
-it the same way whatever produced it.
+Argument handling and printing only. The callback first obtains a results source: an existing
+``--detections`` file, or a model run by :func:`owl.eval.predict.predict_dataset` (prompt
+ensembling, top-k pairs, resumable log in ``--output-dir``); then it evaluates and reports it the
+same way whatever produced it, with :func:`owl.eval.metrics.evaluate`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,21 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command("eval")
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Predict the detections with this model: a registry name (see `owl models`) or a "
+    "checkpoint path. Needs --images and --output-dir.",
+)
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="With --model: the folder holding the dataset's images (COCO: file_name; LVIS: the "
+    "file name of coco_url, directly there or in val2017/ or train2017/).",
+)
 @click.option(
     "--detections",
     type=_FILE,
@@ -47,6 +62,60 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "with one name or id per line, or a comma-separated list of names or ids.",
 )
 @click.option(
+    "--prompts",
+    default="ensemble",
+    show_default=True,
+    help="With --model: 'ensemble' (the 7 official templates, logits averaged), 'none' (the "
+    "class name alone) or one template such as 'a photo of a {}'.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="With --model: (box, class) pairs kept per image, best first, no NMS.",
+)
+@click.option(
+    "--max-images",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --model: predict and evaluate only the first N images (by id).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="With --model: images per forward pass.",
+)
+@click.option(
+    "--resize",
+    type=click.Choice(["tf", "official"]),
+    default="tf",
+    show_default=True,
+    help="With --model: 'tf' resizes then pads as the official evaluator does; 'official' pads "
+    "then resizes as the official notebooks do.",
+)
+@click.option(
+    "--long-prompts",
+    type=click.Choice(["official", "truncate"]),
+    default="official",
+    show_default=True,
+    help="With --model: prompts over 14 tokens are cut as the official tokenizer cuts them "
+    "(end token dropped), or truncated keeping the end token.",
+)
+@click.option(
+    "--skip-missing",
+    is_flag=True,
+    help="With --model: go on when image files listed in the annotations are missing, and "
+    "evaluate the others.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="With --model: discard predictions already in --output-dir instead of resuming them.",
+)
+@click.option(
     "--max-dets",
     type=click.IntRange(min=1),
     default=300,
@@ -57,22 +126,37 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "--output-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Write metrics.json (all numbers, per-category AP included) into this folder.",
+    help="Write metrics.json (all numbers, per-category AP included) into this folder. With "
+    "--model also predictions.jsonl (resumable log), run.json and detections.json.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show pycocotools' own progress output.")
 def eval_cmd(
+    model_name: str | None,
+    images_dir: Path | None,
     detections: Path | None,
     annotations: Path,
     fmt: str,
     novel_categories: str | None,
+    prompts: str,
+    top_k: int,
+    max_images: int | None,
+    batch_size: int,
+    resize: str,
+    long_prompts: str,
+    skip_missing: bool,
+    overwrite: bool,
     max_dets: int,
     output_dir: Path | None,
     verbose: bool,
 ) -> None:
-    """Compute COCO or LVIS box metrics (AP, AP50, APr, ...) for a detections file.
+    """Compute COCO or LVIS box metrics (AP, AP50, APr, ...) for a detections file or a model.
 
     The numbers equal pycocotools' COCOeval and the official LVIS API (federated protocol,
-    300 detections per image).
+    300 detections per image). With --model, detections are predicted by the official protocol:
+    every category in each prompt template, class logits averaged over templates, the top-k
+    (box, class) pairs per image without NMS, the dataset's real category ids. Predictions are
+    logged per image in --output-dir, so a stopped run started again with the same command
+    resumes where it stopped.
 
     \b
     Examples:
@@ -80,15 +164,38 @@ def eval_cmd(
       owl eval --detections dets.json --annotations lvis_v1_val.json --output-dir runs/eval
       owl eval --detections dets.json --annotations lvis_v1_val.json --novel-categories rare.txt
       owl eval --detections dets.json --annotations ann.json --novel-categories "cat,umbrella"
+      owl eval --model owlv2-b16 --annotations lvis_v1_val.json --images coco/ \\
+               --output-dir runs/lvis --novel-categories rare.txt
+      owl eval --model owlvit-b32 --annotations instances_val2017.json --images val2017/ \\
+               --output-dir runs/coco --max-images 500 --prompts "a photo of a {}"
     """
     from owl.eval.metrics import evaluate
     from owl.eval.results import CategoryMap, EvalDataError, load_annotations
 
-    if detections is None:
+    if detections is not None and model_name is not None:
+        raise click.UsageError("pass either --detections or --model, not both")
+    if detections is None and model_name is None:
         raise click.UsageError(
-            "prediction from a model is not available yet in this build; "
-            "pass --detections RESULTS.json (a COCO/LVIS results file)"
+            "nothing to evaluate: detections are not available yet; pass --detections "
+            "RESULTS.json, or --model NAME|PATH with --images DIR and --output-dir DIR to "
+            "predict them"
         )
+    if model_name is not None:
+        if images_dir is None or output_dir is None:
+            raise click.UsageError(
+                "--model needs --images DIR (the dataset's images) and --output-dir DIR "
+                "(for the predictions log, detections.json and metrics.json)"
+            )
+        _evaluate_model(
+            model_name=model_name, images_dir=images_dir, annotations=annotations, fmt=fmt,
+            novel_categories=novel_categories, prompts=prompts, top_k=top_k,
+            max_images=max_images, batch_size=batch_size, resize=resize,
+            long_prompts=long_prompts, skip_missing=skip_missing, overwrite=overwrite,
+            max_dets=max_dets, output_dir=output_dir, verbose=verbose,
+        )  # fmt: skip
+        return
+    if images_dir is not None:
+        raise click.UsageError("--images only applies with --model")
     try:
         dataset = load_annotations(annotations)
         novel = None
@@ -112,6 +219,162 @@ def eval_cmd(
         record = {"annotations": str(annotations), "detections": str(detections), **metrics}
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {path}")
+
+
+def _evaluate_model(
+    *,
+    model_name: str,
+    images_dir: Path,
+    annotations: Path,
+    fmt: str,
+    novel_categories: str | None,
+    prompts: str,
+    top_k: int,
+    max_images: int | None,
+    batch_size: int,
+    resize: str,
+    long_prompts: str,
+    skip_missing: bool,
+    overwrite: bool,
+    max_dets: int,
+    output_dir: Path,
+    verbose: bool,
+) -> None:
+    """The --model path: predict (resumable), write detections.json and metrics.json, report."""
+    from owl.eval import predict
+    from owl.eval.metrics import evaluate
+    from owl.eval.results import CategoryMap, EvalDataError, detect_format, load_annotations
+
+    try:
+        templates = predict.resolve_templates(prompts)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--prompts") from None
+    try:
+        dataset = load_annotations(annotations)
+        fmt = detect_format(dataset) if fmt == "auto" else fmt
+        categories = CategoryMap.from_annotations(dataset)
+        novel = None
+        if novel_categories is not None:
+            novel = categories.resolve(_tokens(novel_categories))
+        found, missing = predict.find_images(dataset, images_dir)
+        total = len(dataset["images"])
+        if missing:
+            line = predict.describe_missing(missing, total, images_dir)
+            if not skip_missing:
+                raise click.ClickException(
+                    f"{line}; check --images, or pass --skip-missing to evaluate the others"
+                )
+            click.echo(f"warning: {line}; skipping them (--skip-missing)", err=True)
+        if not found:
+            raise click.ClickException(f"none of the {total} images is in {images_dir}")
+        selected = found[:max_images] if max_images is not None else found
+        # A checkpoint path is recorded absolute, so a resume from another folder matches.
+        model_id = str(Path(model_name).resolve()) if Path(model_name).exists() else model_name
+        settings = predict.run_settings(
+            model=model_id, prompts=prompts, templates=templates, top_k=top_k, resize=resize,
+            long_prompts=long_prompts, categories=categories,
+        )  # fmt: skip
+        # Checked before the model is loaded: a settings mismatch fails at once, and a finished
+        # run is re-evaluated without loading the model at all.
+        detector = ensemble = None
+        if predict.pending_images(output_dir, selected, settings, overwrite=overwrite):
+            detector = _detector(model_name, batch_size=batch_size, resize=resize)
+            click.echo(
+                f"embedding {len(templates)} template(s) x {len(categories)} categories "
+                f"with {model_name}",
+                err=True,
+            )
+            ensemble = predict.embed_prompts(
+                detector, categories, templates, long_prompts=long_prompts
+            )
+            if ensemble.long_prompts:
+                how = "truncated"
+                if long_prompts == "official":
+                    how = "cut as the official tokenizer does"
+                click.echo(
+                    f"note: {len(ensemble.long_prompts)} prompt(s) longer than the text context "
+                    f"were {how}, e.g. {ensemble.long_prompts[0]!r}",
+                    err=True,
+                )
+        run = predict.predict_dataset(
+            detector, selected, ensemble, output_dir, settings=settings, top_k=top_k,
+            overwrite=overwrite, progress=True,
+        )  # fmt: skip
+    except EvalDataError as e:
+        raise click.ClickException(str(e)) from None
+
+    click.echo(
+        f"predicted {run.new} image(s), {run.resumed} already in {output_dir / predict.LOG_FILE}; "
+        f"wrote {run.results_path}",
+        err=True,
+    )
+    if run.size_mismatches:
+        click.echo(
+            f"warning: {len(run.size_mismatches)} image file(s) differ in size from the "
+            f"annotations (EXIF rotation?), their boxes may not line up: image ids "
+            f"{', '.join(map(str, run.size_mismatches[:10]))}",
+            err=True,
+        )
+    failed = _failure_lines(run.failures)
+    if not run.predicted_ids:
+        raise click.ClickException(f"no image could be read; nothing to evaluate{failed}")
+
+    try:
+        gt = dataset
+        if len(run.predicted_ids) < total:
+            gt = load_annotations(predict.subset_annotations(dataset, run.predicted_ids))
+        metrics = evaluate(
+            gt, run.results, fmt=fmt, novel_category_ids=novel, max_dets=max_dets,
+            verbose=verbose,
+        )  # fmt: skip
+    except EvalDataError as e:
+        raise click.ClickException(str(e)) from None
+
+    click.echo(_table(metrics))
+    path = output_dir / "metrics.json"
+    record = {
+        "annotations": str(annotations),
+        "images": str(images_dir),
+        "detections": str(run.results_path),
+        "settings": settings,
+        "evaluated_images": len(run.predicted_ids),
+        "dataset_images": total,
+        "missing_images": len(missing),
+        "failed_images": [{"image_id": f.image_id, "error": f.error} for f in run.failures],
+        **metrics,
+    }
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    click.echo(f"wrote {path}")
+    if run.failures:
+        raise click.ClickException(
+            f"{len(run.failures)} image(s) could not be read; the metrics cover the "
+            f"{len(run.predicted_ids)} that were{failed}"
+        )
+
+
+def _failure_lines(failures: Any) -> str:
+    """Up to ten unreadable images, one per line (with a count of the rest)."""
+    if not failures:
+        return ""
+    lines = [f"  {f.error}" for f in failures[:10]]
+    if len(failures) > 10:
+        lines.append(f"  (and {len(failures) - 10} more)")
+    return ":\n" + "\n".join(lines)
+
+
+def _detector(model_name: str, *, batch_size: int, resize: str) -> Any:
+    """Loads the model (registry name or path) into a Detector; load errors become one line."""
+    from owl.checkpoints.download import DownloadError
+    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.load import load
+    from owl.checkpoints.registry import UnknownModelError
+    from owl.inference.detector import Detector
+
+    try:
+        model = load(model_name)
+    except (CheckpointError, UnknownModelError, DownloadError) as e:
+        raise click.ClickException(f"--model {model_name}: {e}") from None
+    return Detector(model, batch_size=batch_size, resize_method=resize)
 
 
 def _tokens(value: str) -> list[str]:

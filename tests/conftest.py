@@ -9,27 +9,38 @@ import pytest
 from owl.checkpoints.owl_format import save_owl
 from owl.models.configs import get_variant
 from owl.models.model import OwlModel
-from owl.models.owl_vit import init_params
+from owl.models.owl_vit import param_shapes
 
 
 def _tiny_params(name: str, seed: int):
-    """Random tiny parameters with every bias and LayerNorm moved off its default init."""
+    """Random tiny parameters, drawn in NumPy from the model's shapes (no init compile).
+
+    Every bias and LayerNorm is off its default (a mis-mapped parameter changes outputs); kernels
+    are N(0, 1/fan_in), embeddings N(0, 0.02), position embeddings N(0, 0.1).
+    """
     cfg = get_variant(name)
-    params = init_params(cfg, jax.random.PRNGKey(seed))
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     rng = np.random.default_rng(seed)
-    new = []
-    for path, x in leaves:
-        x = np.asarray(x)
-        last = str(path[-1])
-        if "bias" in last:
-            x = 0.05 * rng.standard_normal(x.shape).astype(np.float32)
-        elif "scale" in last and x.ndim == 1:
-            x = (1 + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
-        elif x.ndim == 2 and "Dense" in str(path) and np.abs(x).max() < 1e-3:
-            x = (rng.standard_normal(x.shape) / np.sqrt(x.shape[0])).astype(np.float32)
-        new.append(x)
-    return cfg, jax.tree_util.tree_unflatten(treedef, new)
+
+    def draw(path, shape):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        last = keys[-1]
+        normal = rng.standard_normal(shape).astype(np.float32)
+        if last == "bias":
+            return 0.05 * normal
+        if last == "scale" and len(shape) == 1:
+            return 1 + 0.1 * normal
+        if last == "kernel":
+            fan_in = int(np.prod(shape[:-1])) if "out" not in keys else int(np.prod(shape[:2]))
+            return normal / np.sqrt(fan_in)
+        if last == "logit_scale" and shape == ():
+            return np.float32(np.log(1 / 0.07))
+        if last == "positional_embedding":
+            return 0.1 * normal
+        return 0.02 * normal
+
+    shapes = param_shapes(cfg)
+    params = jax.tree_util.tree_map_with_path(draw, shapes, is_leaf=lambda x: isinstance(x, tuple))
+    return cfg, params
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ from owl.inference.preprocess import (
     pixels_to_normalized,
     preprocess,
 )
-from owl.inference.queries import ImageQuery, Query, TextQuery, as_queries
+from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
 from owl.models.model import OwlModel
 from owl.models.owl_vit import normalize, score_queries
 from owl.text.tokenizer import get_tokenizer
@@ -347,7 +347,10 @@ class Detector:
             labels=tuple(labels),
             embeddings=np.stack(rows).astype(np.float32),
             thresholds=tuple(thresholds),
-            has_image_queries=any(isinstance(q, ImageQuery) for q in embeddings),
+            has_image_queries=any(
+                isinstance(q, ImageQuery) or (isinstance(q, EmbeddingQuery) and q.kind == "image")
+                for q in embeddings
+            ),
             notes=tuple(notes),
         )
 
@@ -459,7 +462,7 @@ def _with_path(enc: ImageEncoding, path: str | None) -> ImageEncoding:
 def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
     """Validates a pixel xyxy box on an image; returns it cxcywh-normalised to the padded square."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    name = meta.name or "the query image"
+    name = meta.path or "the query image"
     if x1 <= x0 or y1 <= y0:
         raise ValueError(
             f"query box {tuple(box)} on {name} has zero area; give x0 < x1 and y0 < y1"

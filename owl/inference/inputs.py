@@ -284,15 +284,6 @@ def split_threshold_suffix(spec: str) -> tuple[str, float | None]:
     return head, value
 
 
-def saved_embedding_model(path: str | os.PathLike) -> str | None:
-    """The model an embedding file written by `save_query_embedding` was made with, if recorded."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return str(data["model"]) if "model" in data else None
-    except (OSError, ValueError):
-        return None
-
-
 __all__ = [
     "IMAGE_SUFFIXES",
     "InputError",
@@ -302,6 +293,5 @@ __all__ = [
     "is_image_name",
     "parse_box",
     "read_queries_file",
-    "saved_embedding_model",
     "split_threshold_suffix",
 ]

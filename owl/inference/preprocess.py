@@ -256,8 +256,8 @@ def _check_size(size: tuple[int, int], path: Path, max_pixels: int | None) -> No
     if max_pixels is not None and width * height > max_pixels:
         raise ImageLoadError(
             f"{path}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} "
-            "(a guard against decompression bombs); raise max_pixels, pass max_pixels=None if you "
-            "trust the file, or downscale it."
+            "(a guard against decompression bombs); raise the limit (max_pixels, or "
+            "--max-image-pixels on the command line) if you trust the file, or downscale it."
         )
 
 

@@ -61,11 +61,21 @@ class ImageQuery:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EmbeddingQuery:
-    """A precomputed query embedding [E], e.g. saved by `owl embed-query`."""
+    """A precomputed query embedding [E], e.g. saved by `owl embed-query`.
+
+    Attributes:
+      embedding: [E] unnormalised.
+      label: name of the detections.
+      threshold: per-query score threshold.
+      kind: "image" (from exemplars: NMS on by default, as for image queries) or "text".
+      model: the model it was computed with, when known (embeddings only fit that model).
+    """
 
     embedding: np.ndarray
     label: str
     threshold: float | None = None
+    kind: str = "image"
+    model: str | None = None
 
 
 Query = Union[str, TextQuery, ImageQuery, EmbeddingQuery]
@@ -89,14 +99,20 @@ def parse_text_query(spec: str) -> TextQuery:
     return TextQuery(spec.strip())
 
 
-def save_query_embedding(path: str | os.PathLike, embedding: np.ndarray, label: str, model: str) -> Path:
-    """Writes a query embedding as .npz (no pickled objects)."""
+def save_query_embedding(
+    path: str | os.PathLike, embedding: np.ndarray, label: str, model: str, kind: str = "image"
+) -> Path:
+    """Writes a query embedding as .npz (no pickled objects): embedding, label, model, kind."""
     path = Path(path)
     embedding = np.asarray(embedding, np.float32)
     if embedding.ndim != 1:
         raise ValueError(f"a query embedding must be 1-D, got shape {embedding.shape}")
+    if kind not in ("image", "text"):
+        raise ValueError(f"kind must be 'image' or 'text', got {kind!r}")
     with open(path, "wb") as f:
-        np.savez(f, embedding=embedding, label=np.str_(label), model=np.str_(model))
+        np.savez(
+            f, embedding=embedding, label=np.str_(label), model=np.str_(model), kind=np.str_(kind)
+        )
     return path
 
 
@@ -107,6 +123,8 @@ def load_query_embedding(path: str | os.PathLike, threshold: float | None = None
         with np.load(path, allow_pickle=False) as data:
             embedding = np.asarray(data["embedding"], np.float32)
             label = str(data["label"]) if "label" in data else path.stem
+            model = str(data["model"]) if "model" in data else None
+            kind = str(data["kind"]) if "kind" in data else "image"
     except FileNotFoundError:
         raise ValueError(f"{path}: query embedding file not found") from None
     except (OSError, ValueError, KeyError) as e:
@@ -115,7 +133,7 @@ def load_query_embedding(path: str | os.PathLike, threshold: float | None = None
         ) from None
     if embedding.ndim != 1:
         raise ValueError(f"{path}: embedding must be 1-D, got shape {embedding.shape}")
-    return EmbeddingQuery(embedding, label, threshold)
+    return EmbeddingQuery(embedding, label, threshold, kind=kind, model=model)
 
 
 def as_queries(queries: Query | Sequence[Query]) -> list[Query]:

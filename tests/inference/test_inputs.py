@@ -15,10 +15,9 @@ from owl.inference.inputs import (
     group_exemplars,
     parse_box,
     read_queries_file,
-    saved_embedding_model,
     split_threshold_suffix,
 )
-from owl.inference.queries import TextQuery, save_query_embedding
+from owl.inference.queries import TextQuery, load_query_embedding, save_query_embedding
 
 
 @pytest.fixture
@@ -200,8 +199,11 @@ def test_split_threshold_suffix(tmp_path):
         split_threshold_suffix("dog.npz@2")
 
 
-def test_saved_embedding_model(tmp_path):
-    path = save_query_embedding(tmp_path / "e.npz", np.ones(4), "dog", "owlvit-b32")
-    assert saved_embedding_model(path) == "owlvit-b32"
+def test_saved_embedding_records_model_and_kind(tmp_path):
+    path = save_query_embedding(tmp_path / "e.npz", np.ones(4), "dog", "owlvit-b32", kind="text")
+    query = load_query_embedding(path, 0.4)
+    assert (query.model, query.kind, query.label, query.threshold) == ("owlvit-b32", "text", "dog", 0.4)
+    np.testing.assert_array_equal(query.embedding, np.ones(4, np.float32))
     (tmp_path / "junk.npz").write_text("not a zip")
-    assert saved_embedding_model(tmp_path / "junk.npz") is None
+    with pytest.raises(ValueError, match="junk.npz: not a query embedding file"):
+        load_query_embedding(tmp_path / "junk.npz")
