@@ -227,7 +227,7 @@ class Detector:
         padded = bucket(n)
         batch = np.zeros((padded, *pixels[0].shape), np.float32)
         batch[:n] = np.stack(pixels)
-        out = jax.device_get(self.model.embed_image(batch))
+        out = jax.device_get(self.model.embed_image(batch, features=False))
         self.image_encoder_calls += 1
         objectness = out.get("objectness_logits")
         return [

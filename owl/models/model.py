@@ -17,6 +17,9 @@ import numpy as np
 from owl.models.configs import ModelConfig
 from owl.models.owl_vit import OwlViT
 
+# Outputs of `OwlViT.embed_image` that only training and feature extraction need.
+FEATURE_KEYS = ("feature_map", "image_features")
+
 
 class OwlModel:
     """A detector with parameters; every method takes and returns arrays with a batch axis.
@@ -44,6 +47,14 @@ class OwlModel:
         return jax.jit(lambda p, x: self.module.apply({"params": p}, x, method="embed_image"))
 
     @functools.cached_property
+    def _embed_image_heads(self):
+        def fn(p, x):
+            out = self.module.apply({"params": p}, x, method="embed_image")
+            return {k: v for k, v in out.items() if k not in FEATURE_KEYS}
+
+        return jax.jit(fn)
+
+    @functools.cached_property
     def _embed_text(self):
         return jax.jit(lambda p, t: self.module.apply({"params": p}, t, method="text_embedder"))
 
@@ -56,9 +67,16 @@ class OwlModel:
 
         return jax.jit(fn)
 
-    def embed_image(self, pixel_values: np.ndarray | jax.Array) -> dict[str, jax.Array]:
-        """[B, S, S, 3] normalised pixels -> image-only outputs (see `OwlViT.embed_image`)."""
-        return self._embed_image(self.params, jnp.asarray(pixel_values, jnp.float32))
+    def embed_image(
+        self, pixel_values: np.ndarray | jax.Array, *, features: bool = True
+    ) -> dict[str, jax.Array]:
+        """[B, S, S, 3] normalised pixels -> image-only outputs (see `OwlViT.embed_image`).
+
+        With features=False the large feature map and image features are left out (they are
+        still computed, but not returned): what detection caches needs only the head outputs.
+        """
+        fn = self._embed_image if features else self._embed_image_heads
+        return fn(self.params, jnp.asarray(pixel_values, jnp.float32))
 
     def embed_text(self, input_ids: np.ndarray | jax.Array) -> jax.Array:
         """[..., 16] token ids -> unnormalised query embeddings [..., E]."""

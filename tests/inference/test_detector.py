@@ -48,8 +48,8 @@ def patch_boxes(monkeypatch, model, boxes: np.ndarray, objectness: np.ndarray | 
     """Makes `model.embed_image` return `boxes` (and objectness) for every image of the batch."""
     real = model.embed_image
 
-    def fake(pixels):
-        out = dict(real(pixels))
+    def fake(pixels, **kwargs):
+        out = dict(real(pixels, **kwargs))
         b = pixels.shape[0]
         out["pred_boxes"] = jnp.broadcast_to(jnp.asarray(boxes), (b, *boxes.shape))
         if objectness is not None:
@@ -65,9 +65,9 @@ def record_batches(monkeypatch, model) -> list[int]:
     """Records the batch size of every `embed_image` call."""
     real, sizes = model.embed_image, []
 
-    def spy(pixels):
+    def spy(pixels, **kwargs):
         sizes.append(pixels.shape[0])
-        return real(pixels)
+        return real(pixels, **kwargs)
 
     monkeypatch.setattr(model, "embed_image", spy)
     return sizes
