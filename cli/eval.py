@@ -176,8 +176,7 @@ def eval_cmd(
         raise click.UsageError("pass either --detections or --model, not both")
     if detections is None and model_name is None:
         raise click.UsageError(
-            "nothing to evaluate: detections are not available yet; pass --detections "
-            "RESULTS.json, or --model NAME|PATH with --images DIR and --output-dir DIR to "
+            "nothing to evaluate: pass --detections RESULTS.json, or --model NAME|PATH with --images DIR and --output-dir DIR to "
             "predict them"
         )
     if model_name is not None:

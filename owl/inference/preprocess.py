@@ -90,10 +90,13 @@ def load_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     background: Colour = 1.0,
+    exif: bool = True,
 ) -> np.ndarray:
     """Reads an image file (or takes an array / PIL image) as float32 RGB in [0, 1].
 
-    EXIF orientation is applied, so the result is the image as a viewer shows it. Alpha is
+    EXIF orientation is applied (unless exif=False), so the result is the image as a viewer shows
+    it. Dataset evaluation turns it off: annotations refer to the stored pixel grid, and the
+    official pipeline ignores EXIF. Alpha is
     composited onto ``background``; for model input pass the checkpoint's pad value (as
     `preprocess` does), so transparent areas look like padding.
 
@@ -103,6 +106,7 @@ def load_image(
         max_pixels: refuse images with more than this many pixels before decoding them (a guard
             against decompression bombs); None disables the check.
         background: grey level or RGB triple in [0, 1] under transparent pixels.
+        exif: apply the EXIF orientation tag.
 
     Returns:
         float32 [H, W, 3] in [0, 1].
@@ -111,7 +115,7 @@ def load_image(
         ImageLoadError: missing, empty, unreadable, truncated, zero-size or too large file.
     """
     if isinstance(image, (np.ndarray, Image.Image)):
-        return as_float_rgb(image, background=background)
+        return as_float_rgb(image, background=background, exif=exif)
     path = Path(image)
     if not path.exists():
         raise ImageLoadError(f"{path}: no such file; check the path.")
@@ -124,7 +128,7 @@ def load_image(
             with Image.open(path) as pil:
                 _check_size(pil.size, path, max_pixels)
                 # as_float_rgb forces the full decode (.load()), so truncation is caught here.
-                return as_float_rgb(pil, background=background, name=str(path))
+                return as_float_rgb(pil, background=background, name=str(path), exif=exif)
         except ImageLoadError:
             raise
         except Image.UnidentifiedImageError as e:
@@ -141,7 +145,11 @@ def load_image(
 
 
 def as_float_rgb(
-    image: np.ndarray | Image.Image, *, background: Colour = 1.0, name: str | None = None
+    image: np.ndarray | Image.Image,
+    *,
+    background: Colour = 1.0,
+    name: str | None = None,
+    exif: bool = True,
 ) -> np.ndarray:
     """Converts an in-memory image to float32 RGB [H, W, 3] in [0, 1].
 
@@ -154,6 +162,7 @@ def as_float_rgb(
         image: the image.
         background: grey level or RGB triple in [0, 1] under transparent pixels.
         name: how to refer to the image in error messages.
+        exif: apply the EXIF orientation of PIL images.
 
     Returns:
         float32 [H, W, 3] in [0, 1].
@@ -164,7 +173,7 @@ def as_float_rgb(
     bg = _background(background)
     if isinstance(image, Image.Image):
         name = name or "PIL image"
-        rgba = _pil_to_float(image, name)
+        rgba = _pil_to_float(image, name, exif)
     elif isinstance(image, np.ndarray):
         name = name or f"array of shape {image.shape} and dtype {image.dtype}"
         rgba = _array_to_float(image, name)
@@ -180,7 +189,7 @@ def as_float_rgb(
     return np.ascontiguousarray(np.clip(rgba, 0.0, 1.0), dtype=np.float32)
 
 
-def _pil_to_float(pil: Image.Image, name: str) -> np.ndarray:
+def _pil_to_float(pil: Image.Image, name: str, exif: bool = True) -> np.ndarray:
     """Returns float64 [H, W, 3 or 4] in [0, 1] from a PIL image of any mode."""
     try:
         pil.load()
@@ -189,7 +198,8 @@ def _pil_to_float(pil: Image.Image, name: str) -> np.ndarray:
             f"{name}: the image data is truncated or corrupt ({e}); re-export or re-download it."
         ) from e
     try:
-        pil = ImageOps.exif_transpose(pil)
+        if exif:
+            pil = ImageOps.exif_transpose(pil)
     except Exception:  # A broken EXIF block should not make an otherwise fine image unreadable.
         pass
     mode = pil.mode
@@ -381,6 +391,7 @@ def preprocess(
     pad_value: float,
     method: ResizeMethod = "official",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif: bool = True,
 ) -> tuple[np.ndarray, ImageMeta]:
     """Turns one image into CLIP-normalised model pixels plus what is needed to map boxes back.
 
@@ -391,12 +402,13 @@ def preprocess(
         pad_value: padding grey level: 0.5 for OWL-ViT v1, 0.0 for OWLv2.
         method: resize policy, see `resize_square`.
         max_pixels: decompression-bomb guard for files, see `load_image`.
+        exif: apply the EXIF orientation (see `load_image`).
 
     Returns:
         (pixels, meta): pixels float32 [S, S, 3], (x - CLIP_MEAN) / CLIP_STD; meta an `ImageMeta`.
     """
     path = None if isinstance(image, (np.ndarray, Image.Image)) else os.fspath(image)
-    rgb = load_image(image, max_pixels=max_pixels, background=pad_value)
+    rgb = load_image(image, max_pixels=max_pixels, background=pad_value, exif=exif)
     height, width = rgb.shape[:2]
     square = resize_square(rgb, image_size, pad_value=pad_value, method=method)
     pixels = (square - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)

@@ -446,7 +446,7 @@ def test_cli_exit_codes_and_messages(tmp_path):
     runner = CliRunner()
 
     no_dets = runner.invoke(eval_cmd, ["--annotations", ann_path])
-    assert no_dets.exit_code == 2 and "not available yet" in no_dets.output
+    assert no_dets.exit_code == 2 and "nothing to evaluate" in no_dets.output
 
     nope = str(tmp_path / "nope.json")
     missing = runner.invoke(eval_cmd, ["--detections", nope, "--annotations", ann_path])

@@ -342,3 +342,17 @@ def test_pixels_to_normalized_inverts_boxes_to_pixels():
     boxes = np.array([[10.0, 5.0, 70.0, 200.0], [0.0, 0.0, 100.0, 300.0]])
     back = boxes_to_pixels(pixels_to_normalized(boxes, PORTRAIT), PORTRAIT)
     np.testing.assert_allclose(back, boxes, atol=1e-4)
+
+
+def test_exif_orientation_can_be_ignored(tmp_path):
+    # A 4x2 (w x h) image stored with orientation 6 (rotate 90 degrees clockwise to view).
+    from PIL import Image
+
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (4, 2), (200, 10, 10)).save(path, exif=exif)
+    from owl.inference.preprocess import load_image
+
+    assert load_image(path).shape[:2] == (4, 2)  # as viewed: rotated
+    assert load_image(path, exif=False).shape[:2] == (2, 4)  # as stored
