@@ -152,3 +152,10 @@ def get_variant(name: str) -> ModelConfig:
         raise KeyError(
             f"unknown model variant {name!r}; known: {', '.join(sorted(VARIANTS))}"
         ) from None
+
+
+def variant_config_dict(name: str) -> Any:
+    """A variant as a locked ml_collections ConfigDict (used by the files in configs/models/)."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(get_variant(name).to_dict()).lock()

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from jax.sharding import NamedSharding, PartitionSpec
-from owl.cli.train import ConfigError, load_config, train
+from owl.cli.train import train
+from owl.train.config import ConfigError, load_config
 
 from owl.checkpoints.owl_format import read_owl
 from owl.models.configs import get_variant
@@ -49,7 +50,7 @@ def _config(*extra: str):
 # checkpoints of steps 50 and 100.
 _SLOW_ENTRY = """
 import sys, time
-from owl.cli.train import load_config
+from owl.train.config import load_config
 from owl.train import trainer
 
 class Slow:

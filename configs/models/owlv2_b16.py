@@ -1,0 +1,15 @@
+"""Architecture of `owlv2-b16` as a ConfigDict (the values live in owl/models/configs.py VARIANTS).
+
+    python -c "import runpy; print(runpy.run_path('configs/models/owlv2_b16.py')['get_config']())"
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from owl.models.configs import variant_config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """The `owlv2-b16` variant: every field of owl.models.configs.ModelConfig."""
+    return variant_config_dict("owlv2-b16")
