@@ -24,21 +24,6 @@ from owl.cli.options import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MODEL
 BOXES_PER_IMAGE = 16  # tiny config: (128 / 32) ** 2 patches
 
 
-@pytest.fixture(scope="module", autouse=True)
-def load_once():
-    """Loads each model file once per module: later invocations reuse it and JAX's compilations."""
-    real, cache = load_module.load, {}
-
-    def cached(source, **kwargs):
-        if str(source) not in cache:
-            cache[str(source)] = real(source, **kwargs)
-        return cache[str(source)]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(load_module, "load", cached)
-        yield
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     """imgs/a.png (80x60), imgs/b.jpg (40x50), imgs/sub/c.png (30x30): random pixels."""

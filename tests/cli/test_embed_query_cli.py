@@ -10,25 +10,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import owl.checkpoints.load as load_module
 from owl.cli.detect import detect
 from owl.cli.embed_query import embed_query
 from owl.inference.queries import save_query_embedding
-
-
-@pytest.fixture(scope="module", autouse=True)
-def load_once():
-    """Loads each model file once per module: later invocations reuse it and JAX's compilations."""
-    real, cache = load_module.load, {}
-
-    def cached(source, **kwargs):
-        if str(source) not in cache:
-            cache[str(source)] = real(source, **kwargs)
-        return cache[str(source)]
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(load_module, "load", cached)
-        yield
 
 
 @pytest.fixture(scope="module")
