@@ -160,7 +160,7 @@ def text_attention_mask(input_ids: jax.Array) -> jax.Array:
 
 
 class TextEncoder(nn.Module):
-    """CLIP text tower: token ids [N, L] -> unnormalised query embeddings [N, E].
+    """CLIP text tower: token ids [N, L] -> unnormalised query embeddings [N, E], L <= context.
 
     Attributes:
       vocab_size, context_length, width, num_layers, num_heads, embed_dim: the architecture.
@@ -177,10 +177,11 @@ class TextEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids: jax.Array, train: bool = False) -> jax.Array:
-        if input_ids.shape[-1] != self.context_length:
+        length = input_ids.shape[-1]
+        if length > self.context_length:
             raise ValueError(
-                f"text input must have exactly {self.context_length} tokens per query, "
-                f"got {input_ids.shape[-1]}"
+                f"text input has {length} tokens per query, more than the model's context of "
+                f"{self.context_length}"
             )
         x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
                      name="token_embedding")(input_ids)  # fmt: skip
@@ -188,6 +189,9 @@ class TextEncoder(nn.Module):
             "positional_embedding", nn.initializers.normal(0.01),
             (self.context_length, self.width),
         )  # fmt: skip
+        # A shorter input (trailing padding cut off) gives the same embedding: attention is causal
+        # and the embedding is read at the end token, so later positions never contribute.
+        posemb = posemb[:length]
         x = x + posemb[None]
         x = Transformer(self.num_layers, self.num_heads, self.drop_path_rate, name="transformer")(
             x, mask=text_attention_mask(input_ids), train=train

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,13 @@ class CheckpointWriteError(RuntimeError):
 
 class CheckpointRestoreError(RuntimeError):
     """A checkpoint cannot be restored into this run; the message says why."""
+
+
+def _remove_unfinished_writes(directory: Path) -> None:
+    """Deletes the temporary folders of writes that never finished (a killed or failed save)."""
+    if directory.is_dir():
+        for tmp in directory.glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def encode_data_state(state: Any) -> dict[str, Any]:
@@ -76,10 +84,14 @@ class Checkpointer:
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int, async_save: bool = True):
         self.directory = Path(directory).absolute()
+        if jax.process_index() == 0:
+            _remove_unfinished_writes(self.directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             create=True,
-            cleanup_tmp_directories=True,
+            # Unfinished writes are removed above, synchronously: orbax's own clean-up runs in
+            # the background and can race with the first save after a failed write.
+            cleanup_tmp_directories=False,
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(

@@ -123,3 +123,15 @@ def test_stochastic_depth_only_in_training(tiny):
         rngs={"dropout": jax.random.PRNGKey(4)},
     )
     assert not np.allclose(deterministic, dropped)
+
+
+def test_text_embedding_ignores_the_padding_tail(tiny_owlvit):
+    # The Detector cuts token rows to 8 when the queries are short; the result must not change.
+    ids = np.zeros((3, 16), np.int32)
+    ids[:, 0], ids[0, 1:4], ids[0, 4] = 49406, [320, 1929, 2368], 49407
+    ids[1, 1], ids[2, 1:7], ids[2, 7] = 49407, [11, 22, 33, 44, 55, 66], 49407
+    full = np.asarray(tiny_owlvit.embed_text(ids))
+    short = np.asarray(tiny_owlvit.embed_text(ids[:, :8]))
+    np.testing.assert_allclose(short, full, atol=1e-5)
+    with pytest.raises(ValueError, match="more than the model's context of 16"):
+        tiny_owlvit.embed_text(np.zeros((1, 17), np.int32))
