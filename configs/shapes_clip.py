@@ -8,7 +8,13 @@ Command:
 
     owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
 
-Expected (2 shared CPU cores): MEASURED_PLACEHOLDER
+Measured with exactly this config on a shared 2-core CPU (other jobs ran beside it, load 5-15):
+450 steps x 128 pairs in 1085 s of training (2.4 s/step; about 1.3 s/step when the machine was
+quieter), 18.5 min in all with compilation and evaluation. Loss 5.0 -> 1.68. Zero-shot top-1
+over the 64 prompts on held-out one-object scenes: base 0.237, novel 0.258 (chance 0.016);
+colour is always right (1.00), shape is the hard part (0.24, chance 0.125) and still rising at
+the end (0.19 at step 200), so a longer run (--set num_steps=...) pays off. Caption retrieval
+among 128 held-out scenes of 1-2 objects: image->text 0.40, text->image 0.43 (chance 0.008).
 """
 
 from __future__ import annotations
@@ -41,12 +47,12 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data: fresh scenes every step (no epochs, no augmentation needed), in groups of hard
     # negatives: a scene, its shape twin, colour twin and colour-shape-binding twin.
-    config.data = ml_collections.ConfigDict(dict(min_objects=1, max_objects=4, group_size=4))
+    config.data = ml_collections.ConfigDict(dict(min_objects=1, max_objects=2, group_size=4))
 
     # Optimiser: AdamW, linear warmup then cosine decay to 0.
     config.batch_size = 128
-    config.num_steps = 400
-    config.warmup_steps = 40
+    config.num_steps = 450
+    config.warmup_steps = 45
     config.learning_rate = 1e-3
     config.weight_decay = 0.1
     config.adam_b2 = 0.98

@@ -1,0 +1,671 @@
+"""Contrastive image-text pretraining of a tiny CLIP on ShapesWorld (stage 1 of the OWL recipe).
+
+OWL-ViT starts from a CLIP backbone trained contrastively on image-caption pairs, then fine-tunes
+it into a detector. This module is the first stage at toy scale: a `ContrastivePretrainer` (the
+CLIP towers of `owl.models.clip.CLIP` under `clip/` plus OpenAI CLIP's bias-free visual
+projection), an endless, deterministic stream of ShapesWorld image-caption pairs, a jitted
+train step on CLIP's symmetric InfoNCE loss, the training loop (tqdm bar, JSONL log, safetensors
+checkpoints) and a zero-shot retrieval evaluation.
+
+The saved backbone is a safetensors file whose keys are the "/"-joined parameter paths:
+`clip/visual/...`, `clip/text/...`, `clip/logit_scale` (exactly the detector's
+`backbone/clip/...` subtree) and `visual_projection` (the [W, E] CLIP projection of the class
+token, which OWL drops, spec §1.2 step 8). Its metadata holds {"format": "owl-clip-backbone",
+"config": <ModelConfig JSON>, "step": ...}.
+
+Captions name every object as "colour shape" in a random order and must fit the 16-position text
+context of the detector (SOT + 14 BPE tokens + EOT): the first of these forms that fits is used
+(ShapesWorld's size words are left out, they are not part of the category names):
+
+  "a red circle, a blue star and an orange ring"   (the category prompts' own form)
+  "red circle, blue star and orange ring"
+  "red circle blue star orange ring"               (always fits: at most 4 x 3 tokens)
+
+Colour alone tells almost every multi-object caption in a batch apart, so a model trained on
+plain random scenes learns colours and stalls on shapes. Scenes therefore come in groups of
+hard negatives (`scene_categories`): a scene, a twin with the same colours but other shapes,
+one with the same shapes but other colours, and one with the colours dealt to other shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from owl.checkpoints.formats import flatten_params, unflatten_params
+from owl.data import shapes
+from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
+from owl.models.clip import CLIP
+from owl.models.configs import ModelConfig
+from owl.text.tokenizer import get_tokenizer
+from owl.train.losses import contrastive_loss
+
+BACKBONE_FORMAT = "owl-clip-backbone"
+BACKBONE_FILE = "backbone.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+LOG_FILE = "log.jsonl"
+RETRIEVAL_FILE = "retrieval.json"
+_CAPTION_STREAM = 1  # third key of the caption-order rng
+_GROUP_STREAM = 2  # third key of the scene-content rng (keyed by group, not scene)
+
+Params = dict[str, Any]
+Encoder = Callable[[np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------------------------
+
+
+class ContrastivePretrainer(nn.Module):
+    """CLIP for contrastive pretraining: the towers under `clip/` plus `visual_projection`.
+
+    The image embedding is `ln_post(class token) @ visual_projection` (OpenAI CLIP), the text
+    embedding is the text tower's projected end-token feature, and `clip/logit_scale` is the
+    learnable log-temperature.
+
+    Attributes:
+      config: the architecture; `embed_dim` is the shared embedding size E.
+      vision_drop_path, text_drop_path: stochastic depth rates (training only).
+    """
+
+    config: ModelConfig
+    vision_drop_path: float = 0.0
+    text_drop_path: float = 0.0
+
+    def setup(self) -> None:
+        self.clip = CLIP(self.config, self.vision_drop_path, self.text_drop_path)
+        width = self.config.vision_width
+        self.visual_projection = self.param(
+            "visual_projection", nn.initializers.normal(width**-0.5),
+            (width, self.config.embed_dim),
+        )  # fmt: skip
+
+    def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
+        """[B, S, S, 3] CLIP-normalised pixels -> unnormalised image embeddings [B, E]."""
+        tokens = self.clip.encode_image(images, train=train)
+        return tokens[:, 0] @ self.visual_projection
+
+    def encode_text(self, input_ids: jax.Array, train: bool = False) -> jax.Array:
+        """[N, 16] token ids -> unnormalised text embeddings [N, E]."""
+        return self.clip.encode_text(input_ids, train=train)
+
+    def __call__(self, images: jax.Array, input_ids: jax.Array, train: bool = False):
+        """Returns (image embeddings [B, E], text embeddings [B, E], logit_scale)."""
+        return (
+            self.encode_image(images, train),
+            self.encode_text(input_ids, train),
+            self.clip.logit_scale,
+        )
+
+
+def init_pretrainer(config: ModelConfig, rng: jax.Array) -> Params:
+    """Freshly initialised parameters {"clip": ..., "visual_projection": ...}."""
+    model = ContrastivePretrainer(config)
+    images = jnp.zeros((1, config.image_size, config.image_size, 3), jnp.float32)
+    ids = jnp.zeros((1, config.context_length), jnp.int32)
+    return jax.jit(model.init)(rng, images, ids)["params"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+
+def _with_article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def category_prompts() -> list[str]:
+    """The 64 zero-shot prompts, in category order: "a red circle", ..., "an orange ring"."""
+    return [_with_article(name) for name in shapes.CATEGORIES]
+
+
+def _join(phrases: Sequence[str], *, conjunction: bool) -> str:
+    if len(phrases) <= 1 or not conjunction:
+        return (", " if conjunction else " ").join(phrases)
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def make_caption(categories: Sequence[int], context_length: int = 16) -> str:
+    """Names categories in the given order, in the longest form that fits the text context.
+
+    Args:
+      categories: 0-based category indices (at most 4 keeps every caption within 16 tokens).
+      context_length: text positions, SOT and EOT included.
+
+    Returns:
+      e.g. "a red circle and an orange ring"; see the module docstring for the fallbacks.
+    """
+    names = [shapes.CATEGORIES[c] for c in categories]
+    tokenizer = get_tokenizer()
+    forms = (
+        _join([_with_article(n) for n in names], conjunction=True),
+        _join(names, conjunction=True),
+        _join(names, conjunction=False),
+    )
+    for form in forms:
+        if len(tokenizer.encode(form)) <= context_length - 2:
+            return form
+    return forms[-1]  # tokenize(truncate=True) cuts it; cannot happen for <= 4 objects
+
+
+def normalize_images(images: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] RGB -> float32 (x / 255 - CLIP_MEAN) / CLIP_STD."""
+    mean = np.asarray(CLIP_MEAN, np.float32)
+    std = np.asarray(CLIP_STD, np.float32)
+    return (images.astype(np.float32) / 255.0 - mean) / std
+
+
+@dataclasses.dataclass(frozen=True)
+class PairBatch:
+    """A batch of image-caption pairs.
+
+    Attributes:
+      images: float32 [B, S, S, 3], CLIP-normalised.
+      input_ids: int32 [B, 16] caption token ids.
+      captions: the B captions.
+      categories: per example, the sorted tuple of its object categories.
+    """
+
+    images: np.ndarray
+    input_ids: np.ndarray
+    captions: tuple[str, ...]
+    categories: tuple[tuple[int, ...], ...]
+
+
+def _redraw(rng: np.random.Generator, cats: list[int], axis: int) -> list[int]:
+    """Changes every object's colour (axis 0) or shape (axis 1), keeping categories distinct."""
+    n = len(shapes.SHAPES)
+    out: list[int] = []
+    for cat in cats:
+        colour, shape = divmod(cat, n)
+        if axis == 0:
+            candidates = [v * n + shape for v in range(n) if v != colour]
+        else:
+            candidates = [colour * n + v for v in range(n) if v != shape]
+        out.append(int(rng.choice([c for c in candidates if c not in out])))
+    return out
+
+
+def _swap_colours(rng: np.random.Generator, cats: list[int]) -> list[int] | None:
+    """Deals the objects' colours out again so that some colour-shape pairs change, or None."""
+    n = len(shapes.SHAPES)
+    colours, shape_ids = [c // n for c in cats], [c % n for c in cats]
+    for _ in range(8):
+        new = [c * n + s for c, s in zip(rng.permutation(colours), shape_ids, strict=True)]
+        if len(set(new)) == len(new) and set(new) != set(cats):
+            return [int(c) for c in new]
+    return None
+
+
+def scene_categories(
+    seed: int, index: int, *, group_size: int = 1, min_objects: int = 1, max_objects: int = 4
+) -> list[int]:
+    """The categories of pretraining scene `index`: groups of hard negatives for each other.
+
+    Scenes come in consecutive groups of `group_size`. The first of a group draws 1 to 4
+    distinct categories uniformly; member m > 0 is a twin of it that a model can tell apart
+    only by what the first does not share: (m - 1) % 3 == 0 redraws every shape (same
+    colours), 1 redraws every colour (same shapes), 2 deals the same colours to different
+    shapes (binding; a shape redraw when that changes nothing). With twins in one batch,
+    colour alone no longer identifies a caption, so shapes and their binding must be learnt.
+    """
+    group, member = divmod(int(index), group_size)
+    rng = np.random.default_rng([seed, group, _GROUP_STREAM])
+    count = int(rng.integers(min_objects, max_objects + 1))
+    cats = [int(c) for c in rng.choice(shapes.NUM_CATEGORIES, size=count, replace=False)]
+    if member == 0:
+        return cats
+    rng = np.random.default_rng([seed, group, _GROUP_STREAM, member])
+    kind = (member - 1) % 3
+    if kind == 2:
+        swapped = _swap_colours(rng, cats)
+        if swapped is not None:
+            return swapped
+    return _redraw(rng, cats, axis=0 if kind == 1 else 1)
+
+
+def make_pair_batch(
+    seed: int,
+    indices: Sequence[int],
+    *,
+    image_size: int = 128,
+    min_objects: int = 1,
+    max_objects: int = 4,
+    group_size: int = 1,
+    context_length: int = 16,
+) -> PairBatch:
+    """Renders pretraining scenes `indices` of world `seed` with their captions.
+
+    Scene `index` holds the categories `scene_categories` gives (any of the 64, novel ones
+    included: the image-text stage sees all concepts), laid out by ShapesWorld's own stream
+    for `index`. The caption names the objects in a random order drawn from the stream
+    `default_rng([seed, index, 1])`, so a batch depends only on its arguments.
+    """
+    images, captions, categories = [], [], []
+    for index in indices:
+        cats = scene_categories(
+            seed, index, group_size=group_size, min_objects=min_objects, max_objects=max_objects
+        )
+        kwargs = dict(image_size=image_size, categories=cats, max_objects=len(cats))
+        try:
+            scene = shapes.sample_scene(seed, int(index), min_objects=len(cats), **kwargs)
+        except ValueError:  # could not place them all: fewer objects (rare)
+            scene = shapes.sample_scene(seed, int(index), **kwargs)
+        order = np.random.default_rng([seed, int(index), _CAPTION_STREAM]).permutation(
+            len(scene.objects)
+        )
+        cats = [scene.objects[i].category for i in order]
+        images.append(scene.image)
+        captions.append(make_caption(cats, context_length))
+        categories.append(tuple(sorted(cats)))
+    ids = get_tokenizer().tokenize(captions, context_length=context_length, truncate=True)
+    return PairBatch(
+        images=normalize_images(np.stack(images)),
+        input_ids=ids,
+        captions=tuple(captions),
+        categories=tuple(categories),
+    )
+
+
+def iterate_pair_batches(
+    seed: int,
+    batch_size: int,
+    *,
+    start_step: int = 0,
+    num_steps: int | None = None,
+    prefetch: int = 2,
+    **scene_kwargs: Any,
+) -> Iterator[PairBatch]:
+    """Endless (or `num_steps`-long) stream of batches; batch s holds scenes s*B .. (s+1)*B - 1.
+
+    Batches are rendered in a background thread, `prefetch` ahead, so rendering overlaps the
+    train step; the output depends only on the arguments, so a run that restarts at
+    `start_step` sees exactly the batches an uninterrupted one would.
+
+    Args:
+      seed: ShapesWorld world seed.
+      batch_size: pairs per batch B.
+      start_step: first batch to yield.
+      num_steps: number of batches (None: endless).
+      prefetch: batches rendered ahead (0: render in the caller's thread).
+      **scene_kwargs: `image_size`, `min_objects`, `max_objects`, `group_size`,
+        `context_length` for `make_pair_batch`.
+    """
+    stop = None if num_steps is None else start_step + num_steps
+
+    def batch(step: int) -> PairBatch:
+        first = step * batch_size
+        return make_pair_batch(seed, range(first, first + batch_size), **scene_kwargs)
+
+    def steps() -> Iterator[int]:
+        step = start_step
+        while stop is None or step < stop:
+            yield step
+            step += 1
+
+    if prefetch <= 0:
+        for step in steps():
+            yield batch(step)
+        return
+
+    buffer: queue.Queue = queue.Queue(maxsize=prefetch)
+    done = threading.Event()
+
+    def produce() -> None:
+        try:
+            for step in steps():
+                item = batch(step)
+                while not done.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if done.is_set():
+                    return
+            buffer.put(StopIteration())
+        except BaseException as err:  # surfaced in the consumer
+            buffer.put(err)
+
+    worker = threading.Thread(target=produce, name="shapes-pairs", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if isinstance(item, StopIteration):
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        done.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+# ---------------------------------------------------------------------------------------------
+
+
+def make_optimizer(
+    *,
+    learning_rate: float,
+    num_steps: int,
+    warmup_steps: int,
+    weight_decay: float,
+    b2: float = 0.98,
+    grad_clip: float | None = 1.0,
+) -> optax.GradientTransformation:
+    """AdamW with linear warmup and cosine decay to 0; no decay on vectors and scalars."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1), 0.0
+    )
+    decay_mask = lambda params: jax.tree_util.tree_map(lambda x: x.ndim >= 2, params)  # noqa: E731
+    adamw = optax.adamw(schedule, b2=b2, weight_decay=weight_decay, mask=decay_mask)
+    if grad_clip:
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+    return adamw
+
+
+def make_train_step(
+    model: ContrastivePretrainer, optimizer: optax.GradientTransformation
+) -> Callable[..., tuple[Params, Any, dict[str, jax.Array]]]:
+    """Returns a jitted step (params, opt_state, images, input_ids, rng) -> (params, opt_state,
+    metrics) on the symmetric InfoNCE loss; metrics: loss, logit_scale, grad_norm."""
+
+    def loss_fn(params, images, input_ids, rng):
+        image_embeds, text_embeds, logit_scale = model.apply(
+            {"params": params}, images, input_ids, train=True, rngs={"dropout": rng}
+        )
+        loss = contrastive_loss(
+            image_embeds=image_embeds, text_embeds=text_embeds, logit_scale=logit_scale
+        )
+        return loss, logit_scale
+
+    @jax.jit
+    def step(params, opt_state, images, input_ids, rng):
+        (loss, logit_scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, images, input_ids, rng
+        )
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics = {"loss": loss, "logit_scale": logit_scale, "grad_norm": optax.tree.norm(grads)}
+        return params, opt_state, metrics
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalised(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _encode_in_chunks(encode: Encoder, x: np.ndarray, chunk: int) -> np.ndarray:
+    return np.concatenate([np.asarray(encode(x[i : i + chunk])) for i in range(0, len(x), chunk)])
+
+
+def evaluate_retrieval(
+    encode_images: Encoder,
+    encode_texts: Encoder,
+    *,
+    seed: int = 1,
+    image_size: int = 128,
+    images_per_category: int = 4,
+    caption_images: int = 256,
+    caption_batch: int = 64,
+    max_objects: int = 4,
+    chunk: int = 128,
+) -> dict[str, float]:
+    """Zero-shot retrieval accuracy on held-out ShapesWorld scenes.
+
+    * Category retrieval: `images_per_category` one-object scenes of every category (world
+      `seed`, scene i shows category i % 64); each image is matched against the 64 prompts
+      "a {colour} {shape}" by cosine similarity; top-1 accuracy over base and novel images.
+    * Caption retrieval: `caption_images` scenes with 1..`max_objects` objects (world
+      `seed + 1`), split into groups of `caption_batch`; within a group, image->text and
+      text->image top-1 accuracy. A hit is a retrieved item naming the same set of categories
+      (captions of equal sets are interchangeable).
+
+    Args:
+      encode_images: CLIP-normalised float32 [N, S, S, 3] -> embeddings [N, E].
+      encode_texts: int32 token ids [N, 16] -> embeddings [N, E].
+      seed: evaluation world seed; keep it apart from the training seed.
+      image_size, images_per_category, caption_images, caption_batch, max_objects: the sets.
+      chunk: images per encoder call.
+
+    Returns:
+      {"category_top1_base", "category_top1_novel", "category_top1", "colour_top1",
+       "shape_top1" (whether the best prompt has the right colour / shape, all categories),
+       "caption_i2t_top1", "caption_t2i_top1", "chance_category", "chance_caption"}.
+    """
+    tokenizer = get_tokenizer()
+    prompt_embeds = _normalised(encode_texts(tokenizer.tokenize(category_prompts())))
+
+    n = images_per_category * shapes.NUM_CATEGORIES
+    truth = np.arange(n) % shapes.NUM_CATEGORIES
+    scenes = [
+        shapes.sample_scene(seed, i, image_size=image_size, categories=[int(c)], max_objects=1)
+        for i, c in enumerate(truth)
+    ]
+    images = np.stack([scene.image for scene in scenes])
+    image_embeds = _normalised(_encode_in_chunks(encode_images, normalize_images(images), chunk))
+    predicted = np.argmax(image_embeds @ prompt_embeds.T, axis=1)
+    hits = predicted == truth
+    num_shapes = len(shapes.SHAPES)
+    novel = np.isin(truth, shapes.NOVEL_CATEGORY_INDICES)
+
+    i2t, t2i = [], []
+    for start in range(0, caption_images, caption_batch):
+        size = min(caption_batch, caption_images - start)
+        batch = make_pair_batch(
+            seed + 1, range(start, start + size), image_size=image_size, max_objects=max_objects
+        )
+        same = np.array([[a == b for b in batch.categories] for a in batch.categories])
+        sims = (
+            _normalised(encode_images(batch.images)) @ _normalised(encode_texts(batch.input_ids)).T
+        )
+        i2t.append(same[np.arange(size), np.argmax(sims, axis=1)])
+        t2i.append(same[np.argmax(sims, axis=0), np.arange(size)])
+    return {
+        "category_top1_base": float(hits[~novel].mean()),
+        "category_top1_novel": float(hits[novel].mean()),
+        "category_top1": float(hits.mean()),
+        "colour_top1": float(np.mean(predicted // num_shapes == truth // num_shapes)),
+        "shape_top1": float(np.mean(predicted % num_shapes == truth % num_shapes)),
+        "caption_i2t_top1": float(np.concatenate(i2t).mean()) if i2t else math.nan,
+        "caption_t2i_top1": float(np.concatenate(t2i).mean()) if t2i else math.nan,
+        "chance_category": 1.0 / shapes.NUM_CATEGORIES,
+        "chance_caption": 1.0 / caption_batch,
+    }
+
+
+def model_encoders(config: ModelConfig, params: Params) -> tuple[Encoder, Encoder]:
+    """(encode_images, encode_texts) numpy functions of a trained `ContrastivePretrainer`."""
+    model = ContrastivePretrainer(config)
+    images_fn = jax.jit(lambda p, x: model.apply({"params": p}, x, method="encode_image"))
+    texts_fn = jax.jit(lambda p, t: model.apply({"params": p}, t, method="encode_text"))
+    return (
+        lambda x: np.asarray(images_fn(params, jnp.asarray(x))),
+        lambda t: np.asarray(texts_fn(params, jnp.asarray(t))),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def save_backbone(
+    path: str | os.PathLike, config: ModelConfig, params: Mapping[str, Any], *, step: int = 0
+) -> Path:
+    """Writes pretrainer params as float32 safetensors with "/"-joined keys (atomically)."""
+    import safetensors.numpy
+
+    path = Path(path)
+    tensors = {k: np.asarray(v, np.float32, order="C") for k, v in flatten_params(params).items()}
+    metadata = {"format": BACKBONE_FORMAT, "config": config.to_json(), "step": str(int(step))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_backbone(path: str | os.PathLike) -> tuple[ModelConfig, Params, dict[str, str]]:
+    """Reads a file written by `save_backbone`.
+
+    Returns:
+      (config, params, metadata); params is the nested tree {"clip": ..., "visual_projection"}.
+
+    Raises:
+      ValueError: the file is not an owl CLIP backbone.
+    """
+    import safetensors
+    import safetensors.numpy
+
+    path = Path(path)
+    with safetensors.safe_open(path, framework="numpy") as f:
+        metadata = dict(f.metadata() or {})
+    if metadata.get("format") != BACKBONE_FORMAT:
+        raise ValueError(
+            f"{path}: not an owl CLIP backbone (metadata format is {metadata.get('format')!r}); "
+            "write one with `owl pretrain`"
+        )
+    config = ModelConfig.from_dict(json.loads(metadata["config"]))
+    return config, unflatten_params(safetensors.numpy.load_file(path)), metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def model_config_from(config: Any) -> ModelConfig:
+    """The `ModelConfig` of a pretraining ConfigDict's `model` section."""
+    return ModelConfig.from_dict(dict(config.model))
+
+
+def pretrain(config: Any, workdir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+    """Runs contrastive pretraining and writes everything to `workdir`.
+
+    Appends to `log.jsonl` (one JSON object per logged step, then one with the retrieval results),
+    `checkpoint.safetensors` every `config.checkpoint_every` steps, and at the end
+    `backbone.safetensors` and `retrieval.json`.
+
+    Args:
+      config: a ConfigDict as `configs/shapes_clip.py` returns.
+      workdir: output directory (created if missing).
+      progress: show a tqdm bar.
+
+    Returns:
+      Summary: steps, wall_s, final_loss (mean of the last logged window), retrieval results
+      and the backbone path.
+    """
+    from tqdm import tqdm
+
+    if config.batch_size % config.data.group_size:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not a multiple of data.group_size "
+            f"{config.data.group_size}; twins of one group must share a batch"
+        )
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_config = model_config_from(config)
+    model = ContrastivePretrainer(model_config, config.vision_drop_path, config.text_drop_path)
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, rng = jax.random.split(rng)
+    params = init_pretrainer(model_config, init_rng)
+    optimizer = make_optimizer(
+        learning_rate=config.learning_rate, num_steps=config.num_steps,
+        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+        b2=config.adam_b2, grad_clip=config.grad_clip,
+    )  # fmt: skip
+    opt_state = optimizer.init(params)
+    train_step = make_train_step(model, optimizer)
+    batches = iterate_pair_batches(
+        config.seed, config.batch_size, num_steps=config.num_steps,
+        image_size=model_config.image_size, min_objects=config.data.min_objects,
+        max_objects=config.data.max_objects, group_size=config.data.group_size,
+        context_length=model_config.context_length,
+    )  # fmt: skip
+
+    log_path = workdir / LOG_FILE
+    start = time.perf_counter()
+    window: list[jax.Array] = []
+    final_loss = math.nan
+    bar = tqdm(total=config.num_steps, desc="pretrain", unit="step", disable=not progress)
+    with log_path.open("a") as log:
+        for step, batch in enumerate(batches, start=1):
+            params, opt_state, metrics = train_step(
+                params, opt_state, jnp.asarray(batch.images), jnp.asarray(batch.input_ids),
+                jax.random.fold_in(rng, step),
+            )  # fmt: skip
+            window.append(metrics["loss"])
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.num_steps:
+                final_loss = float(np.mean([float(x) for x in window]))
+                window = []
+                elapsed = time.perf_counter() - start
+                record = {
+                    "step": step,
+                    "loss": final_loss,
+                    "logit_scale": float(metrics["logit_scale"]),
+                    "grad_norm": float(metrics["grad_norm"]),
+                    "elapsed_s": round(elapsed, 2),
+                    "pairs_per_s": round(step * config.batch_size / elapsed, 1),
+                }
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{final_loss:.3f}")
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                save_backbone(workdir / CHECKPOINT_FILE, model_config, params, step=step)
+    bar.close()
+    wall_s = time.perf_counter() - start
+
+    backbone = save_backbone(workdir / BACKBONE_FILE, model_config, params, step=config.num_steps)
+    encode_images, encode_texts = model_encoders(model_config, params)
+    retrieval = evaluate_retrieval(
+        encode_images, encode_texts, seed=config.eval.seed,
+        image_size=model_config.image_size,
+        images_per_category=config.eval.images_per_category,
+        caption_images=config.eval.caption_images, caption_batch=config.eval.caption_batch,
+        max_objects=config.data.max_objects,
+    )  # fmt: skip
+    summary = {
+        "steps": config.num_steps,
+        "wall_s": round(wall_s, 1),
+        "final_loss": final_loss,
+        "retrieval": retrieval,
+        "backbone": str(backbone),
+    }
+    (workdir / RETRIEVAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    with log_path.open("a") as log:
+        log.write(json.dumps({"step": config.num_steps, "retrieval": retrieval}) + "\n")
+    return summary
