@@ -179,8 +179,8 @@ def detect(
             raise click.UsageError(
                 f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json"
             )
-        if not output.parent.is_dir():
-            raise click.UsageError(f"--output {output}: folder {output.parent} does not exist")
+        if output.parent.exists() and not output.parent.is_dir():
+            raise click.UsageError(f"--output {output}: {output.parent} is not a folder")
     paths = expand_image_args(images, recursive)
     if not paths:
         raise click.UsageError("no images given; pass image files, folders or glob patterns")
@@ -211,6 +211,8 @@ def detect(
     drawn_names = drawn_image_names(paths) if save_dir is not None else []
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)  # like --save-dir
     done: list[tuple[int, Detections]] = []  # (position in paths, Detections)
     failures: list[str] = []
     counts = [0] * len(query_set)

@@ -34,8 +34,15 @@ import click
     help="Override a config value (repeatable), e.g. --set num_steps=100 "
     "--set model.vision_layers=6.",
 )
+@click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
-def pretrain(config_path: Path, workdir: Path, overrides: tuple[str, ...], progress: bool) -> None:
+def pretrain(
+    config_path: Path,
+    workdir: Path,
+    overrides: tuple[str, ...],
+    print_config: bool,
+    progress: bool,
+) -> None:
     """Pretrain a tiny CLIP contrastively on ShapesWorld image-caption pairs.
 
     Writes WORKDIR/backbone.safetensors (the CLIP towers under clip/, ready for `owl train`)
@@ -45,6 +52,7 @@ def pretrain(config_path: Path, workdir: Path, overrides: tuple[str, ...], progr
     Examples:
       owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
       owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --set num_steps=50
+      owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --print-config
     """
     from owl.train.config import ConfigError, load_config
 
@@ -52,6 +60,9 @@ def pretrain(config_path: Path, workdir: Path, overrides: tuple[str, ...], progr
         config = load_config(config_path, overrides)
     except ConfigError as err:
         raise click.UsageError(str(err)) from err
+    if print_config:
+        click.echo(config)
+        return
 
     from owl.train.pretrain import pretrain as run_pretraining
 

@@ -1,6 +1,7 @@
-"""`owl shapes`: the ShapesWorld synthetic dataset (generate it as COCO; more subcommands later).
+"""`owl shapes`: the ShapesWorld synthetic world: generate it as COCO, run the whole recipe.
 
-Argument handling and printing only; the world itself lives in `owl.data.shapes`.
+Argument handling and printing only; the world lives in `owl.data.shapes`, the recipe in
+`owl.recipes.shapes`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def shapes() -> None:
     Examples:
       owl shapes generate --out data/shapes-train --num-images 10000 --seed 0
       owl shapes generate --out data/shapes-val --num-images 1000 --seed 1
+      owl shapes reproduce --workdir runs/shapes
     """
 
 
@@ -85,3 +87,69 @@ def generate(out_dir: Path, num_images: int, seed: int, image_size: int, progres
         f"in {len(world.CATEGORIES)} categories ({len(world.BASE_CATEGORY_IDS)} base, "
         f"{len(world.NOVEL_CATEGORY_IDS)} novel); seed {seed}, {image_size}x{image_size} px"
     )
+
+
+@shapes.command()
+@click.option(
+    "--workdir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Run folder: data/, pretrain/, detector/, eval/ and results.json.",
+)
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Test-sized run (tiny data, a few steps; under a minute): checks that every stage "
+    "works, its numbers mean nothing.",
+)
+@click.option(
+    "--backbone",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Skip stage 1 and fine-tune this backbone.safetensors (from `owl pretrain`).",
+)
+@click.option(
+    "--configs-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder holding shapes_clip.py and shapes_detect.py [default: the checkout's configs/].",
+)
+@click.option("--progress/--no-progress", default=False, show_default=True, help="Progress bars.")
+def reproduce(
+    workdir: Path, fast: bool, backbone: Path | None, configs_dir: Path | None, progress: bool
+) -> None:
+    """Run the whole ShapesWorld recipe and print the results table.
+
+    Generates the data, pretrains a tiny CLIP on captions (stage 1), fine-tunes it into a
+    detector on the 48 base categories (stage 2), and evaluates base, novel (zero-shot text)
+    and one-shot novel AP on a held-out set with all 64 categories annotated. About 45 minutes
+    on a 2-core CPU; the detector lands in DIR/detector/model.safetensors.
+
+    \b
+    Examples:
+      owl shapes reproduce --workdir runs/shapes
+      owl shapes reproduce --workdir /tmp/shapes-smoke --fast
+      owl detect examples/shapes_1.png --model runs/shapes/detector/model.safetensors \\
+          --query "red circle"
+    """
+    from owl.recipes import shapes as recipe
+    from owl.train.config import ConfigError
+
+    settings = recipe.FAST if fast else recipe.FULL
+    try:
+        results = recipe.reproduce(
+            workdir,
+            settings,
+            configs_dir=configs_dir,
+            backbone=backbone,
+            log=click.echo,
+            progress=progress,
+        )
+    except (recipe.RecipeError, ConfigError) as err:
+        raise click.ClickException(str(err)) from err
+    except OSError as err:
+        raise click.ClickException(f"Could not write to {workdir}: {err}") from err
+    click.echo("")
+    click.echo(recipe.format_table(results))
+    click.echo(f"Results: {Path(workdir) / recipe.RESULTS_FILE}")

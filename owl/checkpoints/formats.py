@@ -285,7 +285,8 @@ def sniff_format(path: str | Path) -> str:
     """Says which format a checkpoint path holds: "owl", "official", "transformers" or "pickle".
 
     A directory with config.json (or a safetensors file next to one) is transformers; a
-    safetensors file whose metadata says format "owl" is owl's; a file that starts with a msgpack
+    safetensors file whose metadata says format "owl" is owl's (also gzip-compressed, named
+    ".safetensors.gz"); a file that starts with a msgpack
     map is an official Flax checkpoint; pickle or zip (torch.save) magic, or a .bin/.pt/.pth/...
     suffix, is a pickle, which the readers refuse.
 
@@ -303,6 +304,12 @@ def sniff_format(path: str | Path) -> str:
         return "pickle"
     with path.open("rb") as f:
         head = f.read(16)
+    if head.startswith(b"\x1f\x8b") and path.name.lower().endswith(".safetensors.gz"):
+        from owl.checkpoints.owl_format import is_owl_file
+
+        if is_owl_file(path):
+            return "owl"
+        raise CheckpointError(f"{path}: gzip file that is not an owl checkpoint")
     if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
         return "pickle"  # zip: torch.save; 0x80 0x02..0x05: a pickle protocol header
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON

@@ -7,12 +7,17 @@ Tensors are keyed by the "/"-joined canonical parameter path
     {"format": "owl", "format_version": "1", "config": <ModelConfig JSON>}
 
 so a file is self-describing: `read_owl` needs no shape inference and no registry.
+
+A name ending in ".gz" is the same file gzip-compressed (`read_owl` decompresses it in memory). That is how the package ships `shapes-tiny`: its CLIP
+vocabulary table is mostly zero rows, which compress to almost nothing.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,7 +56,11 @@ def save_owl(path: str | os.PathLike, config: ModelConfig, params: Mapping[str, 
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
+        if is_compressed(path):
+            data = safetensors.numpy.save(tensors, metadata=metadata)
+            Path(tmp).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+        else:
+            safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -87,8 +96,11 @@ def read_owl(path: str | os.PathLike) -> tuple[ModelConfig, Params]:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config in the metadata ({e})") from None
     try:
-        flat = safetensors.numpy.load_file(path)
-    except Exception as e:  # SafetensorError: truncated or corrupt data
+        if is_compressed(path):
+            flat = safetensors.numpy.load(gzip.decompress(path.read_bytes()))
+        else:
+            flat = safetensors.numpy.load_file(path)
+    except Exception as e:  # SafetensorError, zlib/EOF errors: truncated or corrupt data
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
     return config, unflatten_params(dict(sorted(flat.items())))
 
@@ -101,9 +113,29 @@ def is_owl_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def is_compressed(path: str | os.PathLike) -> bool:
+    """Whether `path` names a gzip-compressed owl file (by its ".gz" suffix)."""
+    return Path(path).name.lower().endswith(".gz")
+
+
+def _gzip_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata of a gzip-compressed file (reads only the header)."""
+    with gzip.open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        if size > 100_000_000:
+            raise ValueError(f"header of {size} bytes")
+        header = json.loads(f.read(size))
+    return dict(header.get("__metadata__") or {})
+
+
 def _metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if is_compressed(path):
+        try:
+            return _gzip_metadata(path)
+        except (OSError, EOFError, struct.error, ValueError) as e:
+            raise CheckpointError(f"{path}: not a readable gzip-compressed safetensors file ({e})")
     try:
         with safetensors.safe_open(path, framework="numpy") as f:
             return dict(f.metadata() or {})

@@ -129,6 +129,13 @@ VARIANTS: dict[str, ModelConfig] = {
     "owlv2-l14": ModelConfig(
         family="owlv2", image_size=1008, objectness=True, pad_value=PAD_VALUE_V2, **_clip("l14")
     ),
+    # ShapesWorld (issue 6): the tiny CLIP of configs/shapes_clip.py, 128 px, patch 16 (8x8
+    # grid); the architecture of the shipped `shapes-tiny` model.
+    "shapes-tiny": ModelConfig(
+        family="owlvit", image_size=128, patch_size=16,
+        vision_width=64, vision_layers=4, vision_heads=4,
+        text_width=64, text_layers=3, text_heads=4, embed_dim=64,
+    ),  # fmt: skip
     # Test-only sizes: two layers, width 64, 128 px input with patch 32 (a 4x4 grid).
     "tiny-owlvit": ModelConfig(
         family="owlvit", image_size=128, patch_size=32,

@@ -281,10 +281,28 @@ class OwlViT(nn.Module):
           The `embed_image` outputs plus pred_logits [B, P, Q], query_embeddings [B, Q, E], and
           class_embeddings normalised (as the class head returns them with queries).
         """
-        out = self.embed_image(images, train)
         queries = self.text_embedder(input_ids, train)
-        cls = self.class_predictor(out["image_features"], queries, input_ids[..., 0] > 0)
-        return {**out, **cls, "query_embeddings": queries}
+        return self.detect(images, queries, input_ids[..., 0] > 0, train)
+
+    def detect(
+        self,
+        images: jax.Array,
+        query_embeddings: jax.Array,
+        query_mask: jax.Array,
+        train: bool = False,
+    ) -> dict[str, jax.Array]:
+        """Forward pass with query embeddings computed elsewhere (e.g. once per training batch).
+
+        Args:
+          images: [B, S, S, 3] CLIP-normalised pixels.
+          query_embeddings: [B, Q, E] unnormalised query embeddings.
+          query_mask: [B, Q], False for padding queries.
+        Returns:
+          As `__call__`.
+        """
+        out = self.embed_image(images, train)
+        cls = self.class_predictor(out["image_features"], query_embeddings, query_mask)
+        return {**out, **cls, "query_embeddings": query_embeddings}
 
 
 def param_shapes(config: ModelConfig) -> dict:

@@ -94,6 +94,8 @@ def example_losses(
     example: Batch,
     rng: jax.Array | None,
     loss_config: LossConfig,
+    query_embeddings: jax.Array | None = None,
+    query_mask: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
     """Forward pass, matching and losses of one example (arrays without a batch axis).
 
@@ -103,6 +105,9 @@ def example_losses(
       example: one example of the training batch contract.
       rng: stochastic-depth key (training), or None for a deterministic pass.
       loss_config: costs and weights.
+      query_embeddings: [Q, E] embeddings of the example's queries when the text tower ran
+        elsewhere (`dedup_queries`); None: encode ``example["queries"]`` here.
+      query_mask: [Q] bools with ``query_embeddings``, False for padding queries.
 
     Returns:
       Scalars "loss" (weighted total), "loss_class", "loss_bbox", "loss_giou", and "matched_iou"
@@ -111,7 +116,13 @@ def example_losses(
     b = jax.tree_util.tree_map(lambda x: x[None], dict(example))
     train = rng is not None
     rngs = {"dropout": rng} if train else {}
-    out = module.apply({"params": params}, b["image"], b["queries"], train=train, rngs=rngs)
+    if query_embeddings is None:
+        out = module.apply({"params": params}, b["image"], b["queries"], train=train, rngs=rngs)
+    else:
+        out = module.apply(
+            {"params": params}, b["image"], query_embeddings[None], query_mask[None],
+            train=train, rngs=rngs, method=OwlViT.detect,
+        )  # fmt: skip
     c = loss_config
     targets = dict(
         target_labels=b["labels"], target_boxes=b["boxes"], target_mask=b["instance_mask"]
@@ -167,6 +178,40 @@ def stream_positions(global_batch: int, process_count: int) -> np.ndarray:
     return ((rows % local) * process_count + rows // local).astype(np.int32)
 
 
+def dedup_queries(queries: np.ndarray, num_shards: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each device's distinct query rows, so the text tower encodes each text once per step.
+
+    A training batch names the same few texts many times (every image of a ShapesWorld or LVIS
+    batch draws its negatives from one vocabulary): B x Q rows, often only tens of them
+    distinct. The rows of each device's share of the batch are replaced by indices into a
+    table of its distinct rows; the table is padded with empty rows to a power of two (at
+    least 8) so that shapes, and with them the compiled step, rarely change.
+
+    Args:
+      queries: int32 [B, Q, L] token ids of this process's batch (rows of zeros are padding).
+      num_shards: the devices this batch is split over (B divisible by it).
+
+    Returns:
+      (table int32 [num_shards * U, L], index int32 [B, Q]): shard s owns table rows
+      [s * U, (s + 1) * U) and its ``index`` values point into them (0 .. U - 1).
+    """
+    b, q, length = queries.shape
+    if b % num_shards:
+        raise ValueError(f"batch of {b} does not split into {num_shards} shards")
+    per = b // num_shards
+    tables, indices = [], []
+    for s in range(num_shards):
+        rows = queries[s * per : (s + 1) * per].reshape(per * q, length)
+        table, inverse = np.unique(rows, axis=0, return_inverse=True)
+        tables.append(table)
+        indices.append(inverse.reshape(per, q))
+    size = max(8, 1 << (max(len(t) for t in tables) - 1).bit_length())
+    padded = np.zeros((num_shards * size, length), np.int32)
+    for s, table in enumerate(tables):
+        padded[s * size : s * size + len(table)] = table
+    return padded, np.concatenate(indices).astype(np.int32)
+
+
 def make_train_step(
     module: OwlViT,
     optimizer: optax.GradientTransformation,
@@ -213,12 +258,35 @@ def make_train_step(
     def local_gradient(trainable, frozen, batch, keys):
         """One device: the mean (clipped) gradient of its examples, averaged over devices."""
         if clip == "per_example":
+            if "query_table" in batch:
+                raise ValueError("dedup_queries needs clip 'global' or 'none', not 'per_example'")
             grad_fn = jax.grad(per_example, has_aux=True)
             grads, aux = jax.vmap(grad_fn, in_axes=(None, None, 0, 0))(
                 trainable, frozen, batch, keys
             )
             grads, norms = clip_per_example(grads, clip_norm)
             extra = {"grad_norm": jnp.mean(norms)}
+        elif "query_table" in batch:
+            # Text tower once per device on the distinct queries (see `dedup_queries`).
+            batch = dict(batch)
+            table, index = batch.pop("query_table"), batch.pop("query_index")
+
+            def shared_text_example(trainable, frozen, example, rng, embeddings, valid):
+                params = merge_params(mask, trainable, frozen)
+                out = example_losses(module, params, example, rng, loss_config, embeddings, valid)
+                return out["loss"], out
+
+            def batch_loss(t):
+                params = merge_params(mask, t, frozen)
+                embeddings = module.apply({"params": params}, table, method=OwlViT.text_embedder)
+                valid = table[:, 0] > 0
+                _, aux = jax.vmap(shared_text_example, in_axes=(None, None, 0, 0, 0, 0))(
+                    t, frozen, batch, keys, embeddings[index], valid[index]
+                )
+                return jnp.mean(aux["loss"]), aux
+
+            grads, aux = jax.grad(batch_loss, has_aux=True)(trainable)
+            extra = {}
         else:
 
             def batch_loss(t):

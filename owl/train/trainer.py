@@ -49,7 +49,13 @@ from owl.train import init as init_lib
 from owl.train import optim
 from owl.train.checkpointing import Checkpointer
 from owl.train.logging import MetricAverager, MetricWriter, ProgressBar
-from owl.train.step import LossConfig, TrainState, make_eval_step, make_train_step
+from owl.train.step import (
+    LossConfig,
+    TrainState,
+    dedup_queries,
+    make_eval_step,
+    make_train_step,
+)
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -165,6 +171,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problems.append(
             f"optim.warmup_steps ({warmup}) must be >= 0 and below train.num_steps ({t.num_steps})"
         )
+    if t.get("dedup_queries", False):
+        if config.optim.clip == "per_example":
+            problems.append(
+                "train.dedup_queries shares one text encoding between the examples of a step, "
+                "so it needs optim.clip 'global' or 'none' (not 'per_example')"
+            )
+        if float(config.model.text_drop_path) and not config.optim.freeze_text:
+            problems.append("train.dedup_queries needs model.text_drop_path = 0")
     if config.optim.clip not in optim.CLIP_MODES:
         problems.append(f"optim.clip must be one of {', '.join(optim.CLIP_MODES)}")
     if problems:
@@ -593,6 +607,7 @@ def train_and_evaluate(
             bar.show(scalars)
             window.update(start=time.perf_counter(), steps=0)
 
+    dedup = bool(t.get("dedup_queries", False))
     pending: tuple[int, Any] | None = None
     try:
         for step in range(start + 1, num_steps + 1):
@@ -602,6 +617,11 @@ def train_and_evaluate(
                 raise TrainingError(
                     f"the training data ran out at step {step} of {num_steps}"
                 ) from None
+            if dedup:
+                local = dict(local)
+                local["query_table"], local["query_index"] = dedup_queries(
+                    np.asarray(local.pop("queries")), jax.local_device_count()
+                )
             state, metrics = train_step(state, global_batch(local, data_sharding))
             if pending is not None:
                 record(*pending)

@@ -112,3 +112,28 @@ def test_saving_with_a_config_that_contradicts_the_shapes_fails(tmp_path):
     with pytest.raises(CheckpointError, match="vision_heads: config 8 vs weights 4"):
         save_owl(tmp_path / "x.safetensors", wrong, unflatten_params(flat))
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_gzip_file_round_trips_bit_exactly(tmp_path):
+    from owl.checkpoints.formats import read_checkpoint, sniff_format
+
+    config = get_variant("tiny-owlv2")
+    flat = random_flat(config, seed=4)
+    flat["backbone/clip/text/token_embedding/embedding"][100:] = 0.0  # zero rows compress
+    params = unflatten_params(flat)
+    plain = save_owl(tmp_path / "m.safetensors", config, params)
+    first = save_owl(tmp_path / "m.safetensors.gz", config, params)
+    assert first.stat().st_size < plain.stat().st_size / 2
+    assert is_owl_file(first) and sniff_format(first) == "owl"
+    stored_config, got = read_checkpoint(first)
+    assert stored_config == config
+    for key, want in flat.items():
+        assert flatten_params(got)[key].tobytes() == want.tobytes(), key
+
+
+def test_truncated_gzip_file_raises_checkpoint_error_naming_it(tmp_path):
+    config = get_variant("tiny-owlvit")
+    path = save_owl(tmp_path / "cut.safetensors.gz", config, unflatten_params(random_flat(config)))
+    path.write_bytes(path.read_bytes()[:-5000])
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors\.gz: not a readable"):
+        read_owl(path)

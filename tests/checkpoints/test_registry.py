@@ -75,8 +75,10 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def test_official_entries_match_spec():
-    entries = registry.list_entries()
+    entries = [e for e in registry.list_entries() if e.package_file is None]
     assert [e.name for e in entries] == list(SPEC)
+    shipped = [e.name for e in registry.list_entries() if e.package_file is not None]
+    assert shipped == ["shapes-tiny"]
     for entry in entries:
         file, size, variant = SPEC[entry.name]
         assert entry.url == OFFICIAL_PREFIX + file
@@ -234,8 +236,9 @@ def test_models_json(cache):
     result = CliRunner().invoke(models, ["--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [r["name"] for r in rows] == list(SPEC)
-    assert {r["name"]: r["cached"] for r in rows} == {n: n == "owlvit-b16" for n in SPEC}
+    assert [r["name"] for r in rows] == [*SPEC, "shapes-tiny"]
+    cached = {n: n == "owlvit-b16" for n in SPEC} | {"shapes-tiny": True}  # ships with owl
+    assert {r["name"]: r["cached"] for r in rows} == cached
     by_name = {r["name"]: r for r in rows}
     assert by_name["owlvit-b16"]["path"] == str(cache / "checkpoints" / "clip_vit_b16_6171dab")
     assert by_name["owlvit-l14"]["size_mib"] == 1652

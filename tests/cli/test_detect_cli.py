@@ -57,6 +57,12 @@ def error_lines(result) -> list[str]:
 # -- outputs ---------------------------------------------------------------------------------------
 
 
+def test_output_folder_is_created_like_save_dir(images, tiny_model_file, tmp_path):
+    out = tmp_path / "new" / "sub"
+    ok(run(images / "a.png", "--model", tiny_model_file, "-q", "cat", "-o", out / "d.json"))
+    assert [r["image"]["path"] for r in read(out / "d.json")] == [str(images / "a.png")]
+
+
 def test_json_csv_coco_outputs(images, tiny_model_file, tmp_path):
     args = [images, "-r", "--model", tiny_model_file, "-q", "cat", "-q", "dog@0.5", "-t", "0.2"]
     ok(run(*args, "--output", tmp_path / "d.json"))
@@ -317,7 +323,7 @@ def text_file(tmp_path) -> Path:
         (["--query-embedding", "{tmp}/nope.npz"], "{tmp}/nope.npz: query embedding file not found"),
         ([], "no queries given"),
         (["-q", "cat", "-o", "{tmp}/d.txt"], "--output {tmp}/d.txt: unknown format"),
-        (["-q", "cat", "-o", "{tmp}/nodir/d.json"], "folder {tmp}/nodir does not exist"),
+        (["-q", "cat", "-o", "{text}/d.json"], "--output {text}/d.json: {text} is not a folder"),
         (["-q", "cat", "-t", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
         (["-q", "cat", "--batch-size", "0"], "0 is not in the range x>=1"),
         (["-q", "cat", "--model", "owlv2-b16-ensembel"], "Did you mean 'owlv2-b16-ensemble'?"),
@@ -403,7 +409,7 @@ def test_help_lists_every_option_and_examples():
 def test_defaults():
     from owl.inference.preprocess import DEFAULT_MAX_PIXELS
 
-    assert DEFAULT_MODEL == "owlv2-b16-ensemble"
+    assert DEFAULT_MODEL == "shapes-tiny"  # ships in the package: works offline
     assert DEFAULT_MAX_IMAGE_PIXELS == DEFAULT_MAX_PIXELS
     defaults = {p.name: p.default for p in detect.params}
     assert defaults["model"] == DEFAULT_MODEL

@@ -305,3 +305,21 @@ def test_reading_a_foreign_safetensors_file_names_it(tmp_path):
     safetensors.numpy.save_file({"a": np.zeros(2, np.float32)}, str(path))
     with pytest.raises(ValueError, match="other.safetensors: not an owl CLIP backbone"):
         pt.read_backbone(path)
+
+
+def test_cli_print_config_shows_overrides_and_trains_nothing(tmp_path):
+    args = ["--config", CONFIG_FILE, "--workdir", str(tmp_path / "run"), "--print-config",
+            "--set", "num_steps=77"]  # fmt: skip
+    result = CliRunner().invoke(pretrain_cmd, args)
+    assert result.exit_code == 0, result.output
+    assert "num_steps: 77" in result.output
+    assert "vision_width: 64" in result.output  # the shapes-tiny architecture
+    assert not (tmp_path / "run").exists()
+
+
+def test_pretraining_config_builds_the_shapes_tiny_architecture():
+    from owl.models.configs import get_variant
+    from owl.train.config import load_config
+    from owl.train.pretrain import model_config_from
+
+    assert model_config_from(load_config(CONFIG_FILE)) == get_variant("shapes-tiny")
