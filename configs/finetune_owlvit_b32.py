@@ -56,6 +56,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_negatives = 50
     c.data.mosaic_sizes = (1, 2, 3)
     c.data.mosaic_probs = (0.4, 0.3, 0.3)
+    c.data.prompt_templates = ()  # (): owl.text.prompts.TRAINING_PROMPT_TEMPLATES
+    c.data.crop_area_range = (0.3, 1.0)  # random crop area, fraction of the image
     c.data.workers = 4  # example-building processes per host (0: in the training process)
     c.data.seed = 0
     c.data.synthetic_examples = 64  # synthetic only: distinct examples

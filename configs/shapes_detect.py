@@ -9,7 +9,7 @@ exhaustively annotated, so every absent base class of an image is a true negativ
 The architecture is the `shapes-tiny` variant (the stage-1 model: 128 px, patch 16, 8x8 grid).
 `owl shapes reproduce` runs generate -> pretrain -> this -> evaluate in one command; by hand:
 
-    owl shapes generate --out data/shapes-train --num-images 20000 --seed 0
+    owl shapes generate --out data/shapes-train --num-images 20000 --seed 100
     owl train --config configs/shapes_detect.py --workdir runs/shapes_detect \
         --set init.source=runs/shapes_clip/backbone.safetensors \
         --set data.train_annotations=data/shapes-train/annotations.json \
@@ -49,6 +49,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.num_negatives = 48
     c.data.mosaic_sizes = (1,)  # held-out scenes are plain 128 px scenes
     c.data.mosaic_probs = (1.0,)
+    c.data.prompt_templates = ("{}",)  # bare names, as `owl detect --query "red circle"` sends
+    c.data.crop_area_range = (1.0, 1.0)  # no crops: held-out scenes are whole scenes
     c.data.workers = 0
 
     c.optim.lr = 2e-3

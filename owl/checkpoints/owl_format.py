@@ -8,8 +8,9 @@ Tensors are keyed by the "/"-joined canonical parameter path
 
 so a file is self-describing: `read_owl` needs no shape inference and no registry.
 
-A name ending in ".gz" is the same file gzip-compressed (`read_owl` decompresses it in memory). That is how the package ships `shapes-tiny`: its CLIP
-vocabulary table is mostly zero rows, which compress to almost nothing.
+A name ending in ".gz" is the same file gzip-compressed (`read_owl` decompresses it in memory).
+That is how the package ships `shapes-tiny`: its CLIP vocabulary table is mostly zero rows, which
+compress to almost nothing.
 """
 
 from __future__ import annotations
@@ -135,7 +136,9 @@ def _metadata(path: Path) -> dict[str, str]:
         try:
             return _gzip_metadata(path)
         except (OSError, EOFError, struct.error, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable gzip-compressed safetensors file ({e})")
+            raise CheckpointError(
+                f"{path}: not a readable gzip-compressed safetensors file ({e})"
+            ) from None
     try:
         with safetensors.safe_open(path, framework="numpy") as f:
             return dict(f.metadata() or {})

@@ -78,8 +78,6 @@ def _official(name: str, variant: str, file: str, size_mib: int, description: st
     )
 
 
-SHAPES_TINY_MIB = 2  # rounded size of owl/assets/shapes-tiny.safetensors.gz
-
 # Files, sizes: spec §7. LVIS AP / APr: spec §6 (README table, official evaluator).
 _ENTRIES: dict[str, RegistryEntry] = {
     e.name: e
@@ -123,10 +121,10 @@ _ENTRIES: dict[str, RegistryEntry] = {
             "OWLv2 L/14 weight ensemble ST/FT (canonical), 1008 px; LVIS AP 44.6, APr 42.6",
         ),
         RegistryEntry(
-            name="shapes-tiny", variant="shapes-tiny", url=None, sha256=None, size_mib=SHAPES_TINY_MIB,
+            name="shapes-tiny", variant="shapes-tiny", url=None, sha256=None, size_mib=2,
             description="ShapesWorld detector trained here (`owl shapes reproduce`), 128 px; "
-            "base AP50 0.80, novel (zero-shot) AP50 0.56; ships with owl, knows only coloured shapes",
-            package_file="assets/shapes-tiny.safetensors.gz",
+            "base AP50 0.80, novel (zero-shot) AP50 0.56; ships with owl, knows only shapes",
+            package_file="assets/shapes-tiny.safetensors.gz",  # docs/shapes.md
         ),
     )
 }  # fmt: skip

@@ -313,6 +313,8 @@ def build_train_loader(
     num_negatives: int = 50,
     mosaic_sizes: Sequence[int] = (1, 2, 3),
     mosaic_probs: Sequence[float] = (0.4, 0.3, 0.3),
+    prompt_templates: Sequence[str] = (),
+    crop_area_range: tuple[float, float] = (0.3, 1.0),
     worker_count: int = 0,
     prefetch_batches: int = 2,
     num_epochs: int | None = None,
@@ -333,6 +335,9 @@ def build_train_loader(
         num_negatives: negatives per example after random ones are added.
         mosaic_sizes: mosaic grid sizes.
         mosaic_probs: their probabilities.
+        prompt_templates: templates, one drawn per label; () means owl's training templates
+            (`owl.text.prompts.TRAINING_PROMPT_TEMPLATES`); ("{}",) uses the bare names.
+        crop_area_range: random-crop area as a fraction of the image; (1, 1) never crops.
         worker_count: worker processes building examples (0: in this process). The batches do
             not depend on it.
         prefetch_batches: with workers, how many batches they prepare ahead.
@@ -367,6 +372,8 @@ def build_train_loader(
         num_negatives=num_negatives,
         mosaic_sizes=tuple(mosaic_sizes),
         mosaic_probs=tuple(mosaic_probs),
+        crop_area_range=tuple(crop_area_range),
+        **({"prompt_templates": tuple(prompt_templates)} if prompt_templates else {}),
     )
     return TrainLoader(
         dataset,

@@ -17,8 +17,8 @@ laptop CPU. `reproduce` answers it in one call, from nothing but seeds:
 
 Everything lands in the work folder (``results.json`` holds the table and the seconds per
 stage; ``shapes-tiny.safetensors.gz`` is the detector in the form owl ships it, see
-`export_model`, and is the file the table evaluates). `FAST` is a test-sized setting that exercises every stage in well under a minute; its
-numbers mean nothing.
+`export_model`, and is the file the table evaluates). `FAST` is a test-sized setting that
+exercises every stage in well under a minute; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from owl.data import shapes
+
+if TYPE_CHECKING:  # imported lazily at run time: `owl shapes --help` stays light
+    from owl.inference.detector import Detector
 
 #: The detector architecture: the stage-1 backbone's ("shapes-tiny" in owl.models.configs).
 VARIANT = "shapes-tiny"
@@ -55,9 +58,6 @@ class RecipeSettings:
             different from the pretraining worlds of configs/shapes_clip.py).
         pretrain_overrides: ``key=value`` items applied to configs/shapes_clip.py.
         finetune_overrides: ``key=value`` items applied to configs/shapes_detect.py.
-        prompt_templates: training prompt templates of the detector (one is drawn per label).
-        crop_area_range: random-crop area range of the training augmentation ((1, 1): no crop;
-            the held-out images are uncropped ShapesWorld scenes).
         eval_prompts: ``owl eval --prompts`` value for the text evaluation ("none": the bare
             category name, as `owl detect --query "red circle"` embeds it).
         eval_batch_size: images per forward pass in evaluation.
@@ -72,8 +72,6 @@ class RecipeSettings:
     support_seed: int = 102
     pretrain_overrides: tuple[str, ...] = ()
     finetune_overrides: tuple[str, ...] = ()
-    prompt_templates: tuple[str, ...] = ("{}",)
-    crop_area_range: tuple[float, float] = (1.0, 1.0)
     eval_prompts: str = "none"
     eval_batch_size: int = 32
     top_k: int = 300
@@ -190,69 +188,34 @@ def generate_datasets(workdir: Path, settings: RecipeSettings) -> dict[str, Path
     return out
 
 
-def train_loader(
-    config: Any, templates: Sequence[str], crop_area_range: tuple[float, float] = (1.0, 1.0)
-) -> Any:
-    """The COCO training loader of ``config`` (as `owl train` builds it), with these prompt
-    templates and crop range (`owl train`'s config has no keys for them)."""
-    from owl.data.coco import load_detection_dataset
-    from owl.data.pipeline import TrainLoader
-    from owl.data.transforms import AugmentConfig
-    from owl.train.trainer import model_config_from
+def evaluation_detector(model_path: Path, batch_size: int = 32) -> Detector:
+    """The `Detector` both evaluations share (as `owl eval` builds it: TF-style resizing)."""
+    from owl.inference.detector import Detector
 
-    d = config.data
-    model_config = model_config_from(config)
-    dataset = load_detection_dataset(
-        d.train_annotations, d.train_images, remove_categories=tuple(d.remove_categories), log=False
-    )
-    augment = AugmentConfig(
-        image_size=model_config.image_size,
-        pad_value=model_config.pad_value,
-        max_queries=int(d.max_queries),
-        max_instances=int(d.max_instances),
-        num_negatives=int(d.num_negatives),
-        mosaic_sizes=tuple(d.mosaic_sizes),
-        mosaic_probs=tuple(d.mosaic_probs),
-        prompt_templates=tuple(templates),
-        crop_area_range=tuple(crop_area_range),
-    )
-    return TrainLoader(
-        dataset,
-        augment,
-        seed=int(d.seed),
-        global_batch_size=int(config.train.batch_size),
-        process_index=0,
-        process_count=1,
-        worker_count=int(d.workers),
-        prefetch_batches=2,
-        num_epochs=None,
-    )
+    return Detector(str(model_path), batch_size=batch_size, resize_method="tf")
 
 
 def evaluate_text(
-    model_path: Path,
+    detector: Detector,
     heldout: Path,
     output_dir: Path,
     *,
     prompts: str = "none",
-    batch_size: int = 32,
     top_k: int = 300,
 ) -> dict[str, float]:
     """Text-query AP/AP50 on base and novel categories of the held-out set (`owl eval`'s code)."""
     from owl.eval import predict
     from owl.eval.metrics import evaluate
     from owl.eval.results import CategoryMap, load_annotations
-    from owl.inference.detector import Detector
 
     data = load_annotations(heldout / "annotations.json")
     categories = CategoryMap.from_annotations(data)
     images, _ = predict.find_images(data, heldout / "images")
-    detector = Detector(str(model_path), batch_size=batch_size, resize_method="tf")
     templates = predict.resolve_templates(prompts)
     ensemble = predict.embed_prompts(detector, categories, templates)
     settings = predict.run_settings(
-        model=str(model_path), prompts=prompts, templates=templates, top_k=top_k, resize="tf",
-        long_prompts="official", categories=categories,
+        model=str(detector.model.source), prompts=prompts, templates=templates, top_k=top_k,
+        resize="tf", long_prompts="official", categories=categories,
     )  # fmt: skip
     run = predict.predict_dataset(
         detector, images, ensemble, output_dir, settings=settings, top_k=top_k, overwrite=True
@@ -265,19 +228,16 @@ def evaluate_text(
 
 
 def evaluate_one_shot_novel(
-    model_path: Path,
+    detector: Detector,
     heldout: Path,
     support: Path,
     output_dir: Path,
     *,
-    batch_size: int = 32,
     top_k: int = 300,
 ) -> dict[str, Any]:
     """One-shot AP/AP50 on the novel categories: one support box each as the image query."""
     from owl.eval.one_shot import choose_exemplars, evaluate_one_shot
-    from owl.inference.detector import Detector
 
-    detector = Detector(str(model_path), batch_size=batch_size, resize_method="tf")
     exemplars = choose_exemplars(
         support / "annotations.json", support / "images", shapes.NOVEL_CATEGORY_IDS
     )
@@ -360,11 +320,7 @@ def reproduce(
         configs_dir, settings.finetune_overrides, backbone=backbone, train_dir=data["train"]
     )
     config.train.progress_bar = bool(progress)
-    train_and_evaluate(
-        config,
-        detector_dir,
-        train_loader=train_loader(config, settings.prompt_templates, settings.crop_area_range),
-    )
+    train_and_evaluate(config, detector_dir)
     trained = detector_dir / MODEL_FILE
     # The package form (pruned vocabulary, gzip), which is also what gets evaluated.
     model_path = export_model(trained, workdir / SHIPPED_FILE)
@@ -372,14 +328,14 @@ def reproduce(
 
     t = time.perf_counter()
     eval_dir = workdir / "eval"
+    detector = evaluation_detector(model_path, settings.eval_batch_size)
     text = evaluate_text(
-        model_path, data["heldout"], eval_dir / "text", prompts=settings.eval_prompts,
-        batch_size=settings.eval_batch_size, top_k=settings.top_k,
+        detector, data["heldout"], eval_dir / "text", prompts=settings.eval_prompts,
+        top_k=settings.top_k,
     )  # fmt: skip
     one_shot = evaluate_one_shot_novel(
-        model_path, data["heldout"], data["support"], eval_dir / "one_shot",
-        batch_size=settings.eval_batch_size, top_k=settings.top_k,
-    )  # fmt: skip
+        detector, data["heldout"], data["support"], eval_dir / "one_shot", top_k=settings.top_k
+    )
     done("evaluate", t, f"{settings.num_heldout} held-out images")
     seconds["total"] = round(time.perf_counter() - start, 1)
 

@@ -250,9 +250,11 @@ def make_train_step(
       learning rates at this step.
     """
 
-    def per_example(trainable, frozen, example, rng):
+    def per_example(trainable, frozen, example, rng, query_embeddings=None, query_mask=None):
         params = merge_params(mask, trainable, frozen)
-        out = example_losses(module, params, example, rng, loss_config)
+        out = example_losses(
+            module, params, example, rng, loss_config, query_embeddings, query_mask
+        )
         return out["loss"], out
 
     def local_gradient(trainable, frozen, batch, keys):
@@ -271,16 +273,11 @@ def make_train_step(
             batch = dict(batch)
             table, index = batch.pop("query_table"), batch.pop("query_index")
 
-            def shared_text_example(trainable, frozen, example, rng, embeddings, valid):
-                params = merge_params(mask, trainable, frozen)
-                out = example_losses(module, params, example, rng, loss_config, embeddings, valid)
-                return out["loss"], out
-
             def batch_loss(t):
                 params = merge_params(mask, t, frozen)
                 embeddings = module.apply({"params": params}, table, method=OwlViT.text_embedder)
                 valid = table[:, 0] > 0
-                _, aux = jax.vmap(shared_text_example, in_axes=(None, None, 0, 0, 0, 0))(
+                _, aux = jax.vmap(per_example, in_axes=(None, None, 0, 0, 0, 0))(
                     t, frozen, batch, keys, embeddings[index], valid[index]
                 )
                 return jnp.mean(aux["loss"]), aux

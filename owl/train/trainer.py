@@ -177,8 +177,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                 "train.dedup_queries shares one text encoding between the examples of a step, "
                 "so it needs optim.clip 'global' or 'none' (not 'per_example')"
             )
-        if float(config.model.text_drop_path) and not config.optim.freeze_text:
-            problems.append("train.dedup_queries needs model.text_drop_path = 0")
+        if float(config.model.text_drop_path):
+            problems.append(
+                "train.dedup_queries encodes the texts once per step, without stochastic "
+                "depth: set model.text_drop_path = 0"
+            )
     if config.optim.clip not in optim.CLIP_MODES:
         problems.append(f"optim.clip must be one of {', '.join(optim.CLIP_MODES)}")
     if problems:
@@ -249,6 +252,8 @@ def build_loaders(
         global_batch_size=int(config.train.batch_size),
         mosaic_sizes=tuple(d.mosaic_sizes),
         mosaic_probs=tuple(d.mosaic_probs),
+        prompt_templates=tuple(d.get("prompt_templates", ())),
+        crop_area_range=tuple(d.get("crop_area_range", (0.3, 1.0))),
         **loader_kw,
     )
     val = None

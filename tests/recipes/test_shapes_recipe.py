@@ -1,4 +1,5 @@
-"""The ShapesWorld recipe: its configs, zero-shot hygiene of the training data, results table, CLI."""
+"""The ShapesWorld recipe: its configs, zero-shot hygiene of the training data, the exported
+model, the results table and the CLI."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def test_training_queries_never_name_a_novel_category(tmp_path):
         ["train.batch_size=12", "data.mosaic_sizes=(1,)", "data.mosaic_probs=(1.0,)"],
         train_dir=data,
     )
-    loader = recipe.train_loader(config, ("{}",))
+    from owl.train.trainer import build_loaders, model_config_from
+
+    loader, _ = build_loaders(config, model_config_from(config))
     batch = next(iter(loader))
     tokenizer = get_tokenizer()
     seen, positives = set(), set()
