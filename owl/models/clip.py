@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from owl.models.attention import attention
 from owl.models.configs import ModelConfig
 
 LN_EPSILON = 1e-5
@@ -64,7 +65,9 @@ class ResidualAttentionBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, train: bool = False):
         y = _layer_norm("ln_0")(x)
-        y = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, name="attn")(
+        y = nn.MultiHeadDotProductAttention(
+            num_heads=self.num_heads, attention_fn=attention, name="attn"
+        )(
             y, y, mask=mask, deterministic=True
         )
         if train and self.drop_rate > 0:
