@@ -44,7 +44,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from owl.eval.results import MAX_LISTED, CategoryMap, EvalDataError, ResultsTable
+from owl.files import atomic_write
 from owl.inference.detector import MIN_QUERY_BUCKET, Detector, bucket
 from owl.inference.preprocess import ImageLoadError, ImageMeta, preprocess
 from owl.models.owl_vit import normalize, score_queries
@@ -534,15 +534,9 @@ def run_settings(
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
 
 
 def _repair_log(path: Path) -> None:
@@ -835,32 +829,25 @@ def write_results_file(path: str | os.PathLike, table: ResultsTable, chunk: int 
     of millions of detections never exists as Python dicts in memory.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("[")
-            sep = ""
-            for start in range(0, len(table), chunk):
-                end = start + chunk
-                rows = zip(
-                    table.image_ids[start:end].tolist(),
-                    table.category_ids[start:end].tolist(),
-                    table.boxes[start:end].tolist(),
-                    table.scores[start:end].tolist(),
-                    strict=True,
+    with atomic_write(path) as f:
+        f.write("[")
+        sep = ""
+        for start in range(0, len(table), chunk):
+            end = start + chunk
+            rows = zip(
+                table.image_ids[start:end].tolist(),
+                table.category_ids[start:end].tolist(),
+                table.boxes[start:end].tolist(),
+                table.scores[start:end].tolist(),
+                strict=True,
+            )
+            lines = []
+            for i, c, (x, y, w, h), s in rows:
+                lines.append(
+                    f'{sep}{{"image_id":{i},"category_id":{c},'
+                    f'"bbox":[{x!r},{y!r},{w!r},{h!r}],"score":{s!r}}}'
                 )
-                lines = []
-                for i, c, (x, y, w, h), s in rows:
-                    lines.append(
-                        f'{sep}{{"image_id":{i},"category_id":{c},'
-                        f'"bbox":[{x!r},{y!r},{w!r},{h!r}],"score":{s!r}}}'
-                    )
-                    sep = ",\n"
-                f.write("".join(lines))
-            f.write("]\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                sep = ",\n"
+            f.write("".join(lines))
+        f.write("]\n")
     return path

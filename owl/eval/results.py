@@ -26,12 +26,13 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from owl.files import atomic_write
 
 #: How many offending ids an error message lists at most.
 MAX_LISTED = 10
@@ -434,14 +435,8 @@ def write_results(
         plain = rows.to_rows()
     else:
         plain = [{k: _plain(v) for k, v in row.items()} for row in rows]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(plain, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        json.dump(plain, f, separators=(",", ":"))
     return path
 
 

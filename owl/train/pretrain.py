@@ -34,7 +34,6 @@ import json
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,6 +48,7 @@ import optax
 
 from owl.checkpoints.formats import flatten_params, unflatten_params
 from owl.data import shapes
+from owl.files import atomic_path
 from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
 from owl.models.clip import CLIP
 from owl.models.configs import ModelConfig
@@ -525,16 +525,8 @@ def save_backbone(
     path = Path(path)
     tensors = {k: np.asarray(v, np.float32, order="C") for k, v in flatten_params(params).items()}
     metadata = {"format": BACKBONE_FORMAT, "config": config.to_json(), "step": str(int(step))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        safetensors.numpy.save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
