@@ -364,7 +364,7 @@ def _failure_lines(failures: Any) -> str:
 def _detector(model_name: str, *, batch_size: int, resize: str) -> Any:
     """Loads the model (registry name or path) into a Detector; load errors become one line."""
     from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
     from owl.checkpoints.load import load
     from owl.checkpoints.registry import UnknownModelError
     from owl.inference.detector import Detector

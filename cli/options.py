@@ -95,7 +95,7 @@ def load_detector(spec: str, *, batch_size: int = 4, max_pixels: int | None, qui
       An `owl.inference.detector.Detector`.
     """
     from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
     from owl.checkpoints.load import load
     from owl.checkpoints.registry import UnknownModelError
     from owl.inference.detector import Detector

@@ -86,7 +86,7 @@ def train(
         click.echo(config)
         return
 
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
     from owl.data.coco import DatasetError
     from owl.eval.results import EvalDataError
     from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     CheckpointError,
     Params,
     as_float32,

@@ -26,7 +26,7 @@ from typing import Any
 import safetensors
 import safetensors.numpy
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     CheckpointError,
     Params,
     as_float32,

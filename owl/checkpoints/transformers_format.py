@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     PICKLE_HINT,
     PICKLE_SUFFIXES,
     CheckpointError,

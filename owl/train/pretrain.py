@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from owl.checkpoints.formats import flatten_params, unflatten_params
+from owl.checkpoints.tree import flatten_params, unflatten_params
 from owl.data import shapes
 from owl.files import atomic_path
 from owl.inference.preprocess import CLIP_MEAN, CLIP_STD

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from owl.cli.main import cli
 
-from owl.checkpoints.formats import flatten_params, unflatten_params
+from owl.checkpoints.tree import flatten_params, unflatten_params
 from owl.checkpoints.official import write_official
 from owl.checkpoints.owl_format import read_owl
 from owl.checkpoints.transformers_format import write_transformers

@@ -14,7 +14,7 @@ from transformers import (
     OwlViTForObjectDetection,
 )
 
-from owl.checkpoints.formats import CheckpointError, check_params, flatten_params
+from owl.checkpoints.tree import CheckpointError, check_params, flatten_params
 from owl.checkpoints.transformers_format import (
     config_from_hf,
     read_transformers,

@@ -13,7 +13,7 @@ import pytest
 import scipy.ndimage
 from click.testing import CliRunner
 
-from owl.checkpoints.formats import flatten_params
+from owl.checkpoints.tree import flatten_params
 from owl.cli.pretrain import pretrain as pretrain_cmd
 from owl.data import shapes
 from owl.models.configs import ModelConfig

@@ -425,7 +425,7 @@ def test_clip_backbone_file_init_resizes_cuts_and_adds_new_heads(tmp_path):
     """A pretraining backbone file (clip/... keys plus a visual projection) starts a detector."""
     import safetensors.numpy
 
-    from owl.checkpoints.formats import flatten_params
+    from owl.checkpoints.tree import flatten_params
     from owl.models.owl_vit import PRIOR_PROB
     from owl.train.init import init_params, initial_params
 
@@ -460,7 +460,7 @@ def test_clip_backbone_file_init_resizes_cuts_and_adds_new_heads(tmp_path):
 
 
 def test_params_from_clip_names_a_backbone_that_does_not_fit():
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
     from owl.train.init import params_from_clip
 
     with pytest.raises(CheckpointError, match="not a CLIP-style backbone"):
