@@ -84,7 +84,7 @@ def write_dataset(root: Path, num_images: int, seed: int = 0) -> tuple[Path, Pat
 
 def run_model(name: str, num_images: int, batch_size: int) -> dict:
     from owl.eval.predict import embed_prompts, find_images, predict_dataset, run_settings
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.data.annotations import CategoryMap, load_annotations
     from owl.inference.detector import Detector
     from owl.models.configs import get_variant
     from owl.models.model import OwlModel

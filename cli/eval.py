@@ -170,7 +170,7 @@ def eval_cmd(
                --output-dir runs/coco --max-images 500 --prompts "a photo of a {}"
     """
     from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, EvalDataError, load_annotations
+    from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
 
     if detections is not None and model_name is not None:
         raise click.UsageError("pass either --detections or --model, not both")
@@ -242,7 +242,7 @@ def _evaluate_model(
     """The --model path: predict (resumable), write detections.json and metrics.json, report."""
     from owl.eval import predict
     from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, EvalDataError, detect_format, load_annotations
+    from owl.data.annotations import CategoryMap, EvalDataError, detect_format, load_annotations
 
     try:
         templates = predict.resolve_templates(prompts)

@@ -27,7 +27,7 @@ import numpy as np
 
 from owl.eval import predict
 from owl.eval.metrics import evaluate
-from owl.eval.results import CategoryMap, EvalDataError, load_annotations
+from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
 from owl.inference.detector import Detector
 from owl.inference.queries import ImageQuery
 

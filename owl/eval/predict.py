@@ -11,7 +11,7 @@ its bugs:
   no score threshold;
 * boxes are unpadded the evaluator's way (centre and size divided by the image's fraction of the
   padded square and clipped to [0, 1]) and written as COCO xywh pixels;
-* category ids are the dataset's real ids through :class:`~owl.eval.results.CategoryMap`; unlike
+* category ids are the dataset's real ids through :class:`~owl.data.annotations.CategoryMap`; unlike
   the official evaluator, class index 0 (LVIS id 1, COCO "person") is kept, and COCO's
   non-contiguous ids are mapped instead of assuming ``index + 1``.
 
@@ -52,7 +52,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from owl.eval.results import MAX_LISTED, CategoryMap, EvalDataError, ResultsTable
+from owl.data.annotations import (
+    MAX_LISTED,
+    CategoryMap,
+    EvalDataError,
+    ResultsTable,
+    write_results,
+)
 from owl.files import atomic_write
 from owl.inference.detector import MIN_QUERY_BUCKET, Detector, bucket
 from owl.inference.preprocess import ImageLoadError, ImageMeta, preprocess
@@ -115,7 +121,7 @@ def find_images(
     ``coco_url``, directly in DIR or in DIR/<split folder> (``val2017/``, ``train2017/``).
 
     Args:
-        dataset: a validated dataset (:func:`~owl.eval.results.load_annotations`).
+        dataset: a validated dataset (:func:`~owl.data.annotations.load_annotations`).
         images_dir: the folder holding the images.
 
     Returns:
@@ -756,7 +762,7 @@ def predict_dataset(
         if bar is not None:
             bar.close()
     table, predicted = load_log_results(out / LOG_FILE, [im.image_id for im in images])
-    path = write_results_file(out / RESULTS_FILE, table)
+    path = write_results(out / RESULTS_FILE, table)
     return DatasetRun(
         results=table,
         predicted_ids=tuple(predicted),
@@ -820,34 +826,3 @@ def load_log_results(
         ),
         present,
     )
-
-
-def write_results_file(path: str | os.PathLike, table: ResultsTable, chunk: int = 65536) -> Path:
-    """Writes detections as a COCO results JSON list, streamed and atomically (temp + rename).
-
-    Numbers are written as Python's ``repr`` (what ``json`` writes), row by row, so a results file
-    of millions of detections never exists as Python dicts in memory.
-    """
-    path = Path(path)
-    with atomic_write(path) as f:
-        f.write("[")
-        sep = ""
-        for start in range(0, len(table), chunk):
-            end = start + chunk
-            rows = zip(
-                table.image_ids[start:end].tolist(),
-                table.category_ids[start:end].tolist(),
-                table.boxes[start:end].tolist(),
-                table.scores[start:end].tolist(),
-                strict=True,
-            )
-            lines = []
-            for i, c, (x, y, w, h), s in rows:
-                lines.append(
-                    f'{sep}{{"image_id":{i},"category_id":{c},'
-                    f'"bbox":[{x!r},{y!r},{w!r},{h!r}],"score":{s!r}}}'
-                )
-                sep = ",\n"
-            f.write("".join(lines))
-        f.write("]\n")
-    return path

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from owl.data.annotations import write_results
 from owl.files import atomic_write
 from owl.inference.detections import Detections, float32_list
 
@@ -150,7 +151,7 @@ def write_coco(
         for detections, image_id in zip(results, image_ids, strict=True)
         for row in to_coco_rows(detections, image_id, category_ids)
     ]
-    _write_text(path, json.dumps(rows) + "\n")
+    write_results(path, rows)
 
 
 def write_detections(

@@ -206,7 +206,7 @@ def evaluate_text(
     """Text-query AP/AP50 on base and novel categories of the held-out set (`owl eval`'s code)."""
     from owl.eval import predict
     from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.data.annotations import CategoryMap, load_annotations
 
     data = load_annotations(heldout / "annotations.json")
     categories = CategoryMap.from_annotations(data)

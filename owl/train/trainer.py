@@ -440,7 +440,7 @@ def evaluate_ap(
     """
     from owl.eval import predict
     from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.data.annotations import CategoryMap, load_annotations
     from owl.inference.detector import Detector
     from owl.models.model import OwlModel
 

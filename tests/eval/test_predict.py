@@ -32,7 +32,7 @@ from owl.eval.predict import (
     run_settings,
     unpad_boxes,
 )
-from owl.eval.results import CategoryMap, load_annotations
+from owl.data.annotations import CategoryMap, load_annotations
 from owl.inference.detector import Detector
 from owl.text.prompts import CLIP_BEST_PROMPT_TEMPLATES, canonicalize
 
