@@ -6,7 +6,7 @@ A run is a row of small steps (flax-examples style):
    every device of every process (data parallelism: the batch is sharded on "data", parameters
    and optimiser state are replicated; `jax.jit` with `NamedSharding` inserts the all-reduce).
 2. `build_loaders`: this process's share of each global batch (`owl.data.pipeline` for COCO/LVIS
-   data, `owl.train.synthetic` for smoke tests), plus an optional validation loader.
+   data, `owl.data.synthetic` for smoke tests), plus an optional validation loader.
 3. A fresh `TrainState` (`owl.train.init`) or, with ``resume``, the latest checkpoint: step,
    parameters, optimiser state, RNG key and the loader position (`owl.train.checkpointing`).
 4. The loop: jitted train step (`owl.train.step`), metrics averaged and logged every
@@ -212,7 +212,7 @@ def build_loaders(
     )
     eval_batches = int(config.eval.num_batches) or None
     if d.kind == "synthetic":
-        from owl.train.synthetic import SyntheticLoader
+        from owl.data.synthetic import SyntheticLoader
 
         kw = dict(common, max_boxes=int(d.synthetic_max_boxes))
         train = SyntheticLoader(

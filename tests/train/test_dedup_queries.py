@@ -13,7 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from owl.train import trainer
 from owl.train.config import load_config
 from owl.train.step import dedup_queries
-from owl.train.synthetic import make_example
+from owl.data.synthetic import make_example
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "train_tiny.py"
 

@@ -26,7 +26,7 @@ from owl.train import trainer
 from owl.train.checkpointing import Checkpointer, CheckpointWriteError
 from owl.train.logging import read_jsonl
 from owl.train.optim import make_optimizer
-from owl.train.synthetic import make_example
+from owl.data.synthetic import make_example
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "train_tiny.py"
@@ -151,7 +151,7 @@ def _write_synthetic_coco(folder: Path, config) -> Path:
     from PIL import Image
 
     from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
-    from owl.train.synthetic import CLASS_NAMES
+    from owl.data.synthetic import CLASS_NAMES
 
     d = config.data
     images, annotations = [], []
