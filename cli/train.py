@@ -87,8 +87,8 @@ def train(
         return
 
     from owl.checkpoints.tree import CheckpointError
-    from owl.data.coco import DatasetError
     from owl.data.annotations import EvalDataError
+    from owl.data.coco import DatasetError
     from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError
     from owl.train.trainer import MODEL_FILE, TrainingError, initialize_distributed
 

@@ -292,7 +292,8 @@ def reproduce(
 
     t = time.perf_counter()
     if backbone is None:
-        summary = pretrain(pre_config, workdir / "pretrain", progress=progress)
+        # A recipe stopped during stage 1 continues it from its last checkpoint.
+        summary = pretrain(pre_config, workdir / "pretrain", resume=True, progress=progress)
         backbone = Path(summary["backbone"])
         retrieval = summary["retrieval"]
         done("pretrain", t, f"{pre_config.num_steps} steps -> {backbone}")
