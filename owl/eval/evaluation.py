@@ -33,7 +33,7 @@ from owl.data.annotations import (
 from owl.eval import metrics as metrics_lib
 from owl.eval.predict import DatasetImage, describe_missing, find_images, subset_annotations
 from owl.eval.prompts import PromptEnsemble, embed_prompts, resolve_templates
-from owl.eval.runlog import DatasetRun, predict_dataset, run_settings
+from owl.eval.runlog import DatasetRun, pending_images, predict_dataset, run_settings
 from owl.files import atomic_write
 from owl.inference.detector import Detector
 
@@ -159,7 +159,8 @@ def evaluate(
         prompts=prompts, templates=templates, top_k=top_k, resize=detector.resize_method,
         long_prompts=long_prompts, categories=categories,
     )  # fmt: skip
-    if ensemble is None:
+    # Prompts are embedded only when some image is still to predict (not for a finished log).
+    if ensemble is None and pending_images(output_dir, selected, settings, overwrite=overwrite):
         ensemble = embed_prompts(detector, categories, templates, long_prompts=long_prompts)
     run = predict_dataset(
         detector, selected, ensemble, output_dir, settings=settings, top_k=top_k,
@@ -167,7 +168,7 @@ def evaluate(
     )  # fmt: skip
     result = dict(
         run=run, settings=settings, dataset_images=total, missing=tuple(missing),
-        long_prompts=ensemble.long_prompts,
+        long_prompts=ensemble.long_prompts if ensemble is not None else (),
     )  # fmt: skip
     if not run.predicted_ids:
         return Evaluation(metrics=None, metrics_path=None, **result)
