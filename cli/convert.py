@@ -29,8 +29,8 @@ def convert(src: Path, dest: Path, variant: str | None, overwrite: bool) -> None
       owl convert clip_vit_b32_b0203fc owlvit-b32
     """
     from owl.checkpoints.load import read_checkpoint, sniff_format
-    from owl.checkpoints.tree import CheckpointError, count_params
     from owl.checkpoints.owl_format import save_owl
+    from owl.checkpoints.tree import CheckpointError, count_params
 
     if not dest.suffix:
         dest = dest.with_suffix(".safetensors")

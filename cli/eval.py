@@ -171,8 +171,8 @@ def eval_cmd(
       owl eval --model owlvit-b32 --annotations instances_val2017.json --images val2017/ \\
                --output-dir runs/coco --max-images 500 --prompts "a photo of a {}"
     """
-    from owl.eval.metrics import evaluate
     from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
+    from owl.eval.metrics import evaluate
 
     if detections is not None and model_name is not None:
         raise click.UsageError("pass either --detections or --model, not both")

@@ -102,9 +102,9 @@ def load_detector(
       An `owl.inference.detector.Detector`.
     """
     from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.tree import CheckpointError
     from owl.checkpoints.load import load
     from owl.checkpoints.registry import UnknownModelError
+    from owl.checkpoints.tree import CheckpointError
     from owl.inference.detector import Detector
 
     try:

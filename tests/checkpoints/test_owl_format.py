@@ -9,8 +9,8 @@ import pytest
 import safetensors
 import safetensors.numpy
 
-from owl.checkpoints.tree import CheckpointError, flatten_params, unflatten_params
 from owl.checkpoints.owl_format import is_owl_file, read_owl, save_owl
+from owl.checkpoints.tree import CheckpointError, flatten_params, unflatten_params
 from owl.models.configs import ModelConfig, get_variant
 from owl.models.owl_vit import param_shapes
 

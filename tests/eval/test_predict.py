@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from owl.cli.eval import eval_cmd
-from owl.eval.metrics import evaluate
 from owl.data.annotations import CategoryMap, load_annotations
+from owl.eval.metrics import evaluate
 from owl.eval.predict import describe_missing, find_images, predict_images, unpad_boxes
 from owl.eval.prompts import embed_prompts, resolve_templates
 from owl.eval.runlog import (
