@@ -7,7 +7,7 @@ a COCO-style dataset of ``--images`` random 640x480 JPEGs with the 80 COCO categ
 non-contiguous ids) to a temp folder, then times:
 
 * prompt embedding: 7 templates x 80 categories = 560 prompts, embedded once (compile included);
-* warm-up: one full pass of `owl.eval.predict.predict_dataset` (compiles the image tower and the
+* warm-up: one full pass of `owl.eval.runlog.predict_dataset` (compiles the image tower and the
   ensemble scoring);
 * steady state: a second full pass with ``overwrite=True`` (decode + resize in threads, image
   encoding, class head x 7 templates, mean, top-300, JSONL log with fsync, detections.json).
@@ -83,8 +83,10 @@ def write_dataset(root: Path, num_images: int, seed: int = 0) -> tuple[Path, Pat
 
 
 def run_model(name: str, num_images: int, batch_size: int) -> dict:
-    from owl.eval.predict import embed_prompts, find_images, predict_dataset, run_settings
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.data.annotations import CategoryMap, load_annotations
+    from owl.eval.predict import find_images
+    from owl.eval.prompts import embed_prompts
+    from owl.eval.runlog import predict_dataset, run_settings
     from owl.inference.detector import Detector
     from owl.models.configs import get_variant
     from owl.models.model import OwlModel

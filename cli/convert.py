@@ -28,8 +28,9 @@ def convert(src: Path, dest: Path, variant: str | None, overwrite: bool) -> None
       owl convert ./owlv2-base-patch16-ensemble owlv2-b16.safetensors
       owl convert clip_vit_b32_b0203fc owlvit-b32
     """
-    from owl.checkpoints.formats import CheckpointError, count_params, read_checkpoint, sniff_format
+    from owl.checkpoints.load import read_checkpoint, sniff_format
     from owl.checkpoints.owl_format import save_owl
+    from owl.checkpoints.tree import CheckpointError, count_params
 
     if not dest.suffix:
         dest = dest.with_suffix(".safetensors")
@@ -65,7 +66,7 @@ def convert(src: Path, dest: Path, variant: str | None, overwrite: bool) -> None
 
 def _check_against_model(config, params) -> None:  # noqa: ANN001 (types imported lazily)
     """Raises CheckpointError unless the params fit owl's model for `config` exactly."""
-    from owl.checkpoints.formats import check_params
+    from owl.checkpoints.tree import check_params
     from owl.models.owl_vit import param_shapes
 
     check_params(params, param_shapes(config))

@@ -1,9 +1,9 @@
 """`owl eval`: COCO or LVIS box metrics for a detections file, or for a model run over a dataset.
 
 Argument handling and printing only. The callback first obtains a results source: an existing
-``--detections`` file, or a model run by :func:`owl.eval.predict.predict_dataset` (prompt
-ensembling, top-k pairs, resumable log in ``--output-dir``); then it evaluates and reports it the
-same way whatever produced it, with :func:`owl.eval.metrics.evaluate`.
+``--detections`` file, scored with :func:`owl.eval.metrics.evaluate`, or a model, loaded with the
+shared `load_detector` and run by :func:`owl.eval.evaluation.evaluate` (prompt ensembling, top-k
+pairs, resumable log in ``--output-dir``); both are reported the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from owl.cli.options import DEFAULT_MAX_IMAGE_PIXELS, load_detector, model_id
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -169,8 +171,8 @@ def eval_cmd(
       owl eval --model owlvit-b32 --annotations instances_val2017.json --images val2017/ \\
                --output-dir runs/coco --max-images 500 --prompts "a photo of a {}"
     """
+    from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
     from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, EvalDataError, load_annotations
 
     if detections is not None and model_name is not None:
         raise click.UsageError("pass either --detections or --model, not both")
@@ -239,71 +241,58 @@ def _evaluate_model(
     output_dir: Path,
     verbose: bool,
 ) -> None:
-    """The --model path: predict (resumable), write detections.json and metrics.json, report."""
-    from owl.eval import predict
-    from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, EvalDataError, detect_format, load_annotations
+    """The --model path: `owl.eval.evaluation.evaluate` (resumable), then the report."""
+    from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
+    from owl.eval.evaluation import MissingImagesError, evaluate
+    from owl.eval.predict import describe_missing
+    from owl.eval.prompts import resolve_templates
+    from owl.eval.runlog import LOG_FILE
 
     try:
-        templates = predict.resolve_templates(prompts)
+        resolve_templates(prompts)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--prompts") from None
     try:
         dataset = load_annotations(annotations)
-        fmt = detect_format(dataset) if fmt == "auto" else fmt
-        categories = CategoryMap.from_annotations(dataset)
         novel = None
         if novel_categories is not None:
-            novel = categories.resolve(_tokens(novel_categories))
-        found, missing = predict.find_images(dataset, images_dir)
-        total = len(dataset["images"])
-        if missing:
-            line = predict.describe_missing(missing, total, images_dir)
-            if not skip_missing:
-                raise click.ClickException(
-                    f"{line}; check --images, or pass --skip-missing to evaluate the others"
-                )
-            click.echo(f"warning: {line}; skipping them (--skip-missing)", err=True)
-        if not found:
-            raise click.ClickException(f"none of the {total} images is in {images_dir}")
-        selected = found[:max_images] if max_images is not None else found
-        # A checkpoint path is recorded absolute, so a resume from another folder matches.
-        model_id = str(Path(model_name).resolve()) if Path(model_name).exists() else model_name
-        settings = predict.run_settings(
-            model=model_id, prompts=prompts, templates=templates, top_k=top_k, resize=resize,
-            long_prompts=long_prompts, categories=categories,
+            novel = CategoryMap.from_annotations(dataset).resolve(_tokens(novel_categories))
+    except EvalDataError as e:
+        raise click.ClickException(str(e)) from None
+    detector = load_detector(
+        model_name, batch_size=batch_size, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, quiet=False,
+        resize_method=resize,
+    )  # fmt: skip
+    try:
+        result = evaluate(
+            detector, annotations, images_dir, output_dir, prompts=prompts, top_k=top_k,
+            long_prompts=long_prompts, max_images=max_images, skip_missing=skip_missing,
+            overwrite=overwrite, model_id=model_id(model_name), fmt=None if fmt == "auto" else fmt,
+            novel_category_ids=novel, max_dets=max_dets, progress=True, verbose=verbose,
         )  # fmt: skip
-        # Checked before the model is loaded: a settings mismatch fails at once, and a finished
-        # run is re-evaluated without loading the model at all.
-        detector = ensemble = None
-        if predict.pending_images(output_dir, selected, settings, overwrite=overwrite):
-            detector = _detector(model_name, batch_size=batch_size, resize=resize)
-            click.echo(
-                f"embedding {len(templates)} template(s) x {len(categories)} categories "
-                f"with {model_name}",
-                err=True,
-            )
-            ensemble = predict.embed_prompts(
-                detector, categories, templates, long_prompts=long_prompts
-            )
-            if ensemble.long_prompts:
-                how = "truncated"
-                if long_prompts == "official":
-                    how = "cut as the official tokenizer does"
-                click.echo(
-                    f"note: {len(ensemble.long_prompts)} prompt(s) longer than the text context "
-                    f"were {how}, e.g. {ensemble.long_prompts[0]!r}",
-                    err=True,
-                )
-        run = predict.predict_dataset(
-            detector, selected, ensemble, output_dir, settings=settings, top_k=top_k,
-            overwrite=overwrite, progress=True,
-        )  # fmt: skip
+    except MissingImagesError as e:
+        raise click.ClickException(
+            f"{e}; check --images, or pass --skip-missing to evaluate the others"
+        ) from None
     except EvalDataError as e:
         raise click.ClickException(str(e)) from None
 
+    run = result.run
+    if result.missing:
+        click.echo(
+            f"warning: {describe_missing(result.missing, result.dataset_images, images_dir)}; "
+            "skipped them (--skip-missing)",
+            err=True,
+        )
+    if result.long_prompts:
+        how = "cut as the official tokenizer does" if long_prompts == "official" else "truncated"
+        click.echo(
+            f"note: {len(result.long_prompts)} prompt(s) longer than the text context were "
+            f"{how}, e.g. {result.long_prompts[0]!r}",
+            err=True,
+        )
     click.echo(
-        f"predicted {run.new} image(s), {run.resumed} already in {output_dir / predict.LOG_FILE}; "
+        f"predicted {run.new} image(s), {run.resumed} already in {output_dir / LOG_FILE}; "
         f"wrote {run.results_path}",
         err=True,
     )
@@ -315,35 +304,10 @@ def _evaluate_model(
             err=True,
         )
     failed = _failure_lines(run.failures)
-    if not run.predicted_ids:
+    if result.metrics is None:
         raise click.ClickException(f"no image could be read; nothing to evaluate{failed}")
-
-    try:
-        gt = dataset
-        if len(run.predicted_ids) < total:
-            gt = load_annotations(predict.subset_annotations(dataset, run.predicted_ids))
-        metrics = evaluate(
-            gt, run.results, fmt=fmt, novel_category_ids=novel, max_dets=max_dets,
-            verbose=verbose,
-        )  # fmt: skip
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
-
-    click.echo(_table(metrics))
-    path = output_dir / "metrics.json"
-    record = {
-        "annotations": str(annotations),
-        "images": str(images_dir),
-        "detections": str(run.results_path),
-        "settings": settings,
-        "evaluated_images": len(run.predicted_ids),
-        "dataset_images": total,
-        "missing_images": len(missing),
-        "failed_images": [{"image_id": f.image_id, "error": f.error} for f in run.failures],
-        **metrics,
-    }
-    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    click.echo(f"wrote {path}")
+    click.echo(_table(result.metrics))
+    click.echo(f"wrote {result.metrics_path}")
     if run.failures:
         raise click.ClickException(
             f"{len(run.failures)} image(s) could not be read; the metrics cover the "
@@ -359,21 +323,6 @@ def _failure_lines(failures: Any) -> str:
     if len(failures) > 10:
         lines.append(f"  (and {len(failures) - 10} more)")
     return ":\n" + "\n".join(lines)
-
-
-def _detector(model_name: str, *, batch_size: int, resize: str) -> Any:
-    """Loads the model (registry name or path) into a Detector; load errors become one line."""
-    from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.formats import CheckpointError
-    from owl.checkpoints.load import load
-    from owl.checkpoints.registry import UnknownModelError
-    from owl.inference.detector import Detector
-
-    try:
-        model = load(model_name)
-    except (CheckpointError, UnknownModelError, DownloadError) as e:
-        raise click.ClickException(f"--model {model_name}: {e}") from None
-    return Detector(model, batch_size=batch_size, resize_method=resize)
 
 
 def _tokens(value: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Options and small helpers shared by `owl detect` and `owl embed-query`.
+"""Options and small helpers shared by the commands (`owl detect`, `owl embed-query`, `owl eval`).
 
 Each reusable option is defined once here as a decorator, so both commands spell, default and
 document it the same way. Only click is imported at module level: `owl --help` imports the
@@ -88,16 +88,23 @@ def model_id(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec.strip()
 
 
-def load_detector(spec: str, *, batch_size: int = 4, max_pixels: int | None, quiet: bool):
+def load_detector(
+    spec: str,
+    *,
+    batch_size: int = 4,
+    max_pixels: int | None,
+    quiet: bool,
+    resize_method: str = "official",
+):
     """Loads --model into a `Detector`; a bad name or file is a usage error (exit 2).
 
     Returns:
       An `owl.inference.detector.Detector`.
     """
     from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.formats import CheckpointError
     from owl.checkpoints.load import load
     from owl.checkpoints.registry import UnknownModelError
+    from owl.checkpoints.tree import CheckpointError
     from owl.inference.detector import Detector
 
     try:
@@ -108,7 +115,9 @@ def load_detector(spec: str, *, batch_size: int = 4, max_pixels: int | None, qui
         raise click.UsageError(f"--model {spec}: {e}") from None
     except DownloadError as e:
         raise click.ClickException(str(e)) from None
-    return Detector(model, batch_size=batch_size, max_pixels=max_pixels)
+    return Detector(
+        model, batch_size=batch_size, max_pixels=max_pixels, resize_method=resize_method
+    )
 
 
 def expand_image_args(specs: Sequence[str], recursive: bool) -> list[str]:

@@ -23,7 +23,7 @@ import click
     "--workdir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Output directory: log.jsonl, checkpoint.safetensors, backbone.safetensors, "
+    help="Run folder: metrics.jsonl, tensorboard/, checkpoints/, backbone.safetensors, "
     "retrieval.json.",
 )
 @click.option(
@@ -34,24 +34,29 @@ import click
     help="Override a config value (repeatable), e.g. --set num_steps=100 "
     "--set model.vision_layers=6.",
 )
+@click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --workdir.")
 @click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def pretrain(
     config_path: Path,
     workdir: Path,
     overrides: tuple[str, ...],
+    resume: bool,
     print_config: bool,
     progress: bool,
 ) -> None:
     """Pretrain a tiny CLIP contrastively on ShapesWorld image-caption pairs.
 
     Writes WORKDIR/backbone.safetensors (the CLIP towers under clip/, ready for `owl train`)
-    and reports zero-shot retrieval accuracy on held-out scenes.
+    and reports zero-shot retrieval accuracy on held-out scenes. Checkpoints are written every
+    checkpoint_every steps, as `owl train` writes them: a run stopped for any reason continues
+    exactly where it stopped with --resume.
 
     \b
     Examples:
       owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
       owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --set num_steps=50
+      owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip --resume
       owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --print-config
     """
     from owl.train.config import ConfigError, load_config
@@ -64,10 +69,14 @@ def pretrain(
         click.echo(config)
         return
 
+    from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError
+    from owl.train.pretrain import PretrainingError
     from owl.train.pretrain import pretrain as run_pretraining
 
     try:
-        summary = run_pretraining(config, workdir, progress=progress)
+        summary = run_pretraining(config, workdir, resume=resume, progress=progress)
+    except (PretrainingError, CheckpointWriteError, CheckpointRestoreError) as err:
+        raise click.ClickException(str(err)) from None
     except ValueError as err:  # bad architecture values, e.g. width not divisible by heads
         raise click.ClickException(f"--config {config_path}: {err}") from err
     except OSError as err:

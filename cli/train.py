@@ -86,9 +86,9 @@ def train(
         click.echo(config)
         return
 
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
+    from owl.data.annotations import EvalDataError
     from owl.data.coco import DatasetError
-    from owl.eval.results import EvalDataError
     from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError
     from owl.train.trainer import MODEL_FILE, TrainingError, initialize_distributed
 

@@ -19,28 +19,18 @@ from __future__ import annotations
 
 import ml_collections
 
+from owl.models.configs import get_variant
+
 
 def get_config() -> ml_collections.ConfigDict:
     """Returns the locked pretraining config; change values with `--set key=value`."""
     config = ml_collections.ConfigDict()
     config.seed = 0  # ShapesWorld training world and parameter init
 
-    # Model: the `shapes-tiny` variant: 128 px, patch 16 (8x8 grid), width 64 (head dim 16).
-    # Width 64 learns shape from as many images as width 128 does, at twice the images/s.
-    config.model = ml_collections.ConfigDict(
-        dict(
-            family="owlvit",
-            image_size=128,
-            patch_size=16,
-            vision_width=64,
-            vision_layers=4,
-            vision_heads=4,
-            text_width=64,
-            text_layers=3,
-            text_heads=4,
-            embed_dim=64,
-        )
-    )
+    # Model: the `shapes-tiny` variant of the variant table (owl/models/configs.py): 128 px,
+    # patch 16 (8x8 grid), width 64 (head dim 16). Width 64 learns shape from as many images as
+    # width 128 does, at twice the images/s.
+    config.model = ml_collections.ConfigDict(get_variant("shapes-tiny").to_dict())
     config.vision_drop_path = 0.0
     config.text_drop_path = 0.0
 
@@ -59,9 +49,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.adam_b2 = 0.98
     config.grad_clip = 1.0
 
-    # Logging and checkpoints.
+    # Logging and checkpoints (as `owl train`: metrics.jsonl, TensorBoard, orbax checkpoints that
+    # `owl pretrain --resume` continues from).
     config.log_every = 10
     config.checkpoint_every = 100
+    config.keep_checkpoints = 2
+    config.tensorboard = True
 
     # Zero-shot retrieval on held-out worlds (eval.seed and eval.seed + 1).
     config.eval = ml_collections.ConfigDict(

@@ -2,7 +2,7 @@
 
 For tests and for checking an installation: the `tiny-owlvit` architecture (128 px, 4x4 patch
 grid, two narrow layers per tower), random initialisation, synthetic scenes of coloured
-rectangles (`owl.train.synthetic`), 8 queries and 4 instances per image. Extends
+rectangles (`owl.data.synthetic`), 8 queries and 4 instances per image. Extends
 configs/finetune_owlvit_b32.py.
 
 Run:

@@ -7,6 +7,10 @@ Sources, tried in this order:
      cache, or a model shipped inside the package is used.
 The parameters are checked against the architecture's expected shapes before a model is built, so
 a checkpoint that does not fit fails with the first mismatched parameter named.
+
+This module also says which format a path holds (`sniff_format`) and dispatches to that format's
+reader (`read_checkpoint`); the readers import only the shared tree module
+(`owl.checkpoints.tree`), never this one, so there is no import circle.
 """
 
 from __future__ import annotations
@@ -17,10 +21,111 @@ from pathlib import Path
 from typing import Any
 
 from owl.checkpoints import registry
-from owl.checkpoints.formats import CheckpointError, check_params, read_checkpoint
+from owl.checkpoints.official import read_official
+from owl.checkpoints.owl_format import is_owl_file, read_owl
+from owl.checkpoints.transformers_format import read_transformers
+from owl.checkpoints.tree import (
+    PICKLE_HINT,
+    PICKLE_SUFFIXES,
+    CheckpointError,
+    Params,
+    check_params,
+    config_mismatches,
+    infer_config,
+)
 from owl.models.configs import ModelConfig, get_variant
 from owl.models.model import OwlModel
 from owl.models.owl_vit import param_shapes
+
+
+# -- which format is this? ---------------------------------------------------------------------
+
+def sniff_format(path: str | Path) -> str:
+    """Says which format a checkpoint path holds: "owl", "official", "transformers" or "pickle".
+
+    A directory with config.json (or a safetensors file next to one) is transformers; a
+    safetensors file whose metadata says format "owl" is owl's (also gzip-compressed, named
+    ".safetensors.gz"); a file that starts with a msgpack
+    map is an official Flax checkpoint; pickle or zip (torch.save) magic, or a .bin/.pt/.pth/...
+    suffix, is a pickle, which the readers refuse.
+
+    Raises:
+      CheckpointError: missing path or an unrecognised file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return "transformers"
+        raise CheckpointError(f"{path}: directory has no config.json (not a transformers model)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return "pickle"
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"\x1f\x8b") and path.name.lower().endswith(".safetensors.gz"):
+        if is_owl_file(path):
+            return "owl"
+        raise CheckpointError(f"{path}: gzip file that is not an owl checkpoint")
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
+        return "pickle"  # zip: torch.save; 0x80 0x02..0x05: a pickle protocol header
+    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
+        if is_owl_file(path):
+            return "owl"
+        if (path.parent / "config.json").is_file():
+            return "transformers"
+        raise CheckpointError(
+            f"{path}: safetensors file without owl metadata and no config.json beside it; "
+            "pass the transformers model directory, or convert with `owl convert`"
+        )
+    if head[:1] and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
+        return "official"  # msgpack fixmap / map16 / map32
+    raise CheckpointError(
+        f"{path}: unrecognised checkpoint (expected an owl .safetensors file, an official Flax "
+        "msgpack checkpoint or a transformers model directory)"
+    )
+
+
+def read_checkpoint(
+    path: str | Path, *, config: ModelConfig | Mapping[str, Any] | None = None
+) -> tuple[ModelConfig, Params]:
+    """Reads any supported checkpoint path into (config, canonical params).
+
+    Args:
+      path: an owl .safetensors file, an official msgpack file, or a transformers directory
+        (or the safetensors file inside one).
+      config: explicit architecture (or field overrides) for official files, which carry no
+        config; for the other formats it must agree with the stored config.
+
+    Raises:
+      CheckpointError: unreadable, refused (pickle) or inconsistent checkpoints.
+    """
+    path = Path(path)
+    fmt = sniff_format(path)
+    if fmt == "pickle":
+        raise CheckpointError(f"{path}: refusing to read a pickled checkpoint; {PICKLE_HINT}")
+    if fmt == "official":
+        params = read_official(path)
+        stored = infer_config(params)
+    elif fmt == "owl":
+        stored, params = read_owl(path)
+    else:
+        stored, params = read_transformers(path if path.is_dir() else path.parent)
+    if config is None:
+        return stored, params
+    if isinstance(config, ModelConfig):
+        wanted = config
+    elif fmt == "official":
+        wanted = infer_config(params, overrides=config)
+    else:
+        wanted = stored.replace(**dict(config))
+    bad = config_mismatches(wanted, params)
+    if bad:
+        raise CheckpointError(f"{path}: the given config does not fit the weights: {bad[0]}")
+    return wanted, params
+
+
+# -- a ready model ---------------------------------------------------------------------------
 
 
 def load(
@@ -62,4 +167,4 @@ def load(
     return OwlModel(cfg, params, source=label)
 
 
-__all__ = ["load", "CheckpointError"]
+__all__ = ["CheckpointError", "load", "read_checkpoint", "sniff_format"]

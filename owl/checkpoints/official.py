@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 from flax import serialization
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     CheckpointError,
     Params,
     as_float32,
@@ -36,6 +35,7 @@ from owl.checkpoints.formats import (
     is_canonical_path,
     unflatten_params,
 )
+from owl.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -208,13 +208,6 @@ def write_official(
     """
     path = Path(path)
     data = serialization.msgpack_serialize(canonical_to_official(params, era))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        f.write(data)
     return path

@@ -19,7 +19,6 @@ import gzip
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import safetensors
 import safetensors.numpy
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     CheckpointError,
     Params,
     as_float32,
@@ -35,6 +34,7 @@ from owl.checkpoints.formats import (
     flatten_params,
     unflatten_params,
 )
+from owl.files import atomic_path
 from owl.models.configs import ModelConfig
 
 FORMAT_NAME = "owl"
@@ -53,19 +53,12 @@ def save_owl(path: str | os.PathLike, config: ModelConfig, params: Mapping[str, 
         raise CheckpointError(f"{path}: config does not match the parameters: {', '.join(bad)}")
     tensors = {k: as_float32(v) for k, v in flatten_params(params).items()}
     metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_json()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if is_compressed(path):
             data = safetensors.numpy.save(tensors, metadata=metadata)
-            Path(tmp).write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
+            tmp.write_bytes(gzip.compress(data, compresslevel=9, mtime=0))
         else:
-            safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+            safetensors.numpy.save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     PICKLE_HINT,
     PICKLE_SUFFIXES,
     CheckpointError,
@@ -38,6 +37,7 @@ from owl.checkpoints.formats import (
     flatten_params,
     unflatten_params,
 )
+from owl.files import atomic_path
 from owl.models.configs import PAD_VALUE_V1, PAD_VALUE_V2, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -374,13 +374,7 @@ def write_transformers(
     hf_config = config_to_hf(config)
     state = canonical_to_transformers(params, config)
     directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.numpy.save_file(state, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        safetensors.numpy.save_file(state, str(tmp), metadata={"format": "pt"})
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     return directory

@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 import numpy as np
 from PIL import Image
 
-from owl.eval.results import detect_format, load_json
+from owl.data.annotations import detect_format, load_json
 from owl.text.prompts import canonicalize
 
 logger = logging.getLogger(__name__)

@@ -373,14 +373,52 @@ def _with_article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
+def _join(phrases: Sequence[str], *, conjunction: bool = True) -> str:
+    """Joins phrases as "a, b and c" (``conjunction``) or as "a b c"."""
+    if len(phrases) <= 1 or not conjunction:
+        return (", " if conjunction else " ").join(phrases)
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
 def make_caption(objects: Sequence[ShapeObject], image_size: int | tuple[int, int]) -> str:
     """Joins object phrases in order, e.g. "a red circle, a small blue star and a white ring"."""
-    phrases = [
-        _with_article(" ".join(filter(None, (size_word(o, image_size), o.name)))) for o in objects
-    ]
-    if len(phrases) <= 1:
-        return "".join(phrases)
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return _join(
+        [_with_article(" ".join(filter(None, (size_word(o, image_size), o.name)))) for o in objects]
+    )
+
+
+def category_prompts() -> list[str]:
+    """The 64 zero-shot prompts, in category order: "a red circle", ..., "an orange ring"."""
+    return [_with_article(name) for name in CATEGORIES]
+
+
+def fitting_caption(categories: Sequence[int], context_length: int = 16) -> str:
+    """Names categories in the given order, in the longest form that fits the text context.
+
+    The pretraining caption (`owl.train.pretrain`): no size words (they are not part of the
+    category names), and within ``context_length - 2`` BPE tokens, the first of
+
+      "a red circle, a blue star and an orange ring"   (the category prompts' own form)
+      "red circle, blue star and orange ring"
+      "red circle blue star orange ring"               (always fits: at most 4 x 3 tokens)
+
+    Args:
+      categories: 0-based category indices (at most 4 keeps every caption within 16 tokens).
+      context_length: text positions, SOT and EOT included.
+    """
+    from owl.text.tokenizer import get_tokenizer  # here: `owl shapes --help` stays light
+
+    names = [CATEGORIES[c] for c in categories]
+    tokenizer = get_tokenizer()
+    forms = (
+        _join([_with_article(n) for n in names]),
+        _join(names),
+        _join(names, conjunction=False),
+    )
+    for form in forms:
+        if len(tokenizer.encode(form)) <= context_length - 2:
+            return form
+    return forms[-1]  # tokenize(truncate=True) cuts it; cannot happen for <= 4 objects
 
 
 def _free_positions(

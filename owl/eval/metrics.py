@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from owl.eval.results import (
+from owl.data.annotations import (
     FREQUENCIES,
     EvalDataError,
     ResultsTable,
@@ -98,7 +98,7 @@ def evaluate(
         annotations: the dataset JSON file or its parsed dict.
         results: detections as a results JSON file, a list of
             ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` rows, or a
-            :class:`~owl.eval.results.ResultsTable`. Category ids are the dataset's real ids.
+            :class:`~owl.data.annotations.ResultsTable`. Category ids are the dataset's real ids.
         fmt: ``"coco"``, ``"lvis"`` or None to detect it (LVIS if images carry
             ``neg_category_ids``/``not_exhaustive_category_ids`` or categories a ``frequency``).
         novel_category_ids: if given, AP/AP50 are also reported over these categories

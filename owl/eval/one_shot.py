@@ -7,9 +7,10 @@ protocol here measures that on a COCO-format dataset:
    set (images other than the evaluated ones), chosen by :func:`choose_exemplars`.
 2. The exemplar becomes an image query (`owl.inference.queries.ImageQuery`, embedded by
    `Detector.embed_image_query`: the selected patch's class embedding).
-3. Every held-out image is scored against the C exemplar embeddings exactly as text prompts are
-   in `owl.eval.predict` (a one-"template" ensemble; top-k (box, category) pairs, no NMS).
-4. `owl.eval.metrics.evaluate` with the evaluated categories as the "novel" split; the result's
+3. Every held-out image is scored against the C exemplar embeddings exactly as text prompts are,
+   by the same `owl.eval.evaluation.evaluate` (a one-"template" ensemble; top-k (box, category)
+   pairs, no NMS).
+4. Scored with the evaluated categories as the "novel" split; the result's
    ``AP_novel``/``AP50_novel`` are the AP and AP50 over exactly those categories. The other
    categories get no detections, which does not change the split numbers: AP is averaged per
    category.
@@ -18,6 +19,8 @@ protocol here measures that on a COCO-format dataset:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from owl.eval import predict
-from owl.eval.metrics import evaluate
-from owl.eval.results import CategoryMap, EvalDataError, load_annotations
+from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
+from owl.eval.evaluation import evaluate
+from owl.eval.predict import find_images
+from owl.eval.prompts import PromptEnsemble
 from owl.inference.detector import Detector
 from owl.inference.queries import ImageQuery
 
@@ -85,7 +89,7 @@ def choose_exemplars(
         EvalDataError: a category with no usable box, or a support image file that is missing.
     """
     data = load_annotations(support)
-    found, _ = predict.find_images(data, images_dir)
+    found, _ = find_images(data, images_dir)
     paths = {im.image_id: im.path for im in found}
     wanted = [int(c) for c in category_ids]
     first: dict[int, Exemplar] = {}
@@ -170,7 +174,7 @@ def evaluate_one_shot(
         tuple(all_categories.name_of(e.category_id) for e in ordered),
     )
     embeddings = exemplar_embeddings(detector, ordered, method=method)
-    ensemble = predict.PromptEnsemble(
+    ensemble = PromptEnsemble(
         templates=(EXEMPLAR_TEMPLATE,),
         categories=categories,
         prompts=(categories.names,),
@@ -178,25 +182,16 @@ def evaluate_one_shot(
         long_prompts=(),
         policy="official",
     )
-    found, _ = predict.find_images(data, images_dir)
-    if max_images:
-        found = found[:max_images]
-    if not found:
-        raise EvalDataError(f"no image of the annotations was found in {images_dir}")
-    settings = predict.run_settings(
-        model=str(detector.model.source),
-        prompts="one-shot",
-        templates=(EXEMPLAR_TEMPLATE, *(str(e.to_record()) for e in ordered)),
-        top_k=top_k,
-        resize=detector.resize_method,
-        long_prompts="official",
-        categories=categories,
-    )
-    run = predict.predict_dataset(
-        detector, found, ensemble, output_dir, settings=settings, top_k=top_k, overwrite=True
-    )
-    gt = predict.subset_annotations(data, run.predicted_ids)
-    metrics = evaluate(gt, run.results, novel_category_ids=categories.ids)
+    records = json.dumps([e.to_record() for e in ordered], sort_keys=True)
+    result = evaluate(
+        detector, data, images_dir, output_dir, ensemble=ensemble,
+        prompts=f"one-shot {method} sha256:{hashlib.sha256(records.encode()).hexdigest()}",
+        top_k=top_k, max_images=max_images or None, overwrite=True,
+        novel_category_ids=categories.ids,
+    )  # fmt: skip
+    if result.metrics is None:
+        raise EvalDataError(f"no image of the annotations in {images_dir} could be read")
+    metrics = result.metrics
     stats = metrics["stats"]
     wanted = set(categories.ids)
     per_category = {
@@ -209,7 +204,7 @@ def evaluate_one_shot(
         "AP50": float(stats["AP50_novel"]),
         "per_category": per_category,
         "exemplars": [e.to_record() for e in ordered],
-        "num_images": len(run.predicted_ids),
+        "num_images": len(result.run.predicted_ids),
     }
 
 

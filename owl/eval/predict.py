@@ -1,37 +1,26 @@
-"""Dataset-wide prediction for evaluation: prompt ensembling, top-k (box, class) pairs, resume.
+"""Dataset prediction for evaluation: the images of a dataset, top-k (box, class) pairs per image.
 
 This is the prediction half of the official OWL-ViT evaluator's protocol (spec §6 and §3), without
 its bugs:
 
-* every category name is put into each of T templates (the 7 of `CLIP_BEST_PROMPT_TEMPLATES` for
-  the ensemble) and canonicalised; all T x C prompts are embedded once, in batches;
-* per image: one image encoding, one class-head scoring per template, the **mean of the logits**
-  over templates (not of the embeddings), scores = sigmoid(mean);
+* per image: one image encoding, one class-head scoring per template of the prompt ensemble
+  (`owl.eval.prompts`), the **mean of the logits** over templates (not of the embeddings),
+  scores = sigmoid(mean);
 * the top-k (300) (box, class) pairs of the flattened [P, C] score matrix: multi-label, no NMS,
   no score threshold;
 * boxes are unpadded the evaluator's way (centre and size divided by the image's fraction of the
   padded square and clipped to [0, 1]) and written as COCO xywh pixels;
-* category ids are the dataset's real ids through :class:`~owl.eval.results.CategoryMap`; unlike
-  the official evaluator, class index 0 (LVIS id 1, COCO "person") is kept, and COCO's
+* category ids are the dataset's real ids through :class:`~owl.data.annotations.CategoryMap`;
+  unlike the official evaluator, class index 0 (LVIS id 1, COCO "person") is kept, and COCO's
   non-contiguous ids are mapped instead of assuming ``index + 1``.
-
-Over-long prompts (more than 14 BPE tokens) are embedded the way the official tokenizer cuts them
-(``long_prompts="official"``: EOT dropped, so they all collapse to one embedding, spec §1.4), or
-with owl's EOT-keeping truncation (``"truncate"``).
 
 Throughput and determinism: images are decoded and resized in a thread pool ahead of the model;
 they are encoded in batches of exactly ``detector.batch_size`` (the last batch padded), so every
 image goes through the same compiled program whichever images share its batch. That is what makes
-a resumed run write the same numbers as an uninterrupted one.
+a resumed run (`owl.eval.runlog`) write the same numbers as an uninterrupted one.
 
 Image sizes: boxes refer to the image as owl loads it, EXIF orientation applied; the official
 TFDS pipeline ignores EXIF. Images whose loaded size differs from the annotations' are reported.
-
-Resume: :func:`predict_dataset` appends one JSON line per image to ``predictions.jsonl`` as soon as
-the image is done (flushed and fsynced per batch), records the settings in ``run.json``, and on a
-new start skips the images already in the log (a torn last line, left by a kill during a write, is
-cut off). It refuses to continue a log made with other settings unless told to overwrite. The final
-``detections.json`` (COCO results format) is assembled from the log.
 """
 
 from __future__ import annotations
@@ -40,12 +29,8 @@ import collections
 import concurrent.futures
 import dataclasses
 import functools
-import hashlib
-import json
 import os
-import re
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +38,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from owl.eval.results import MAX_LISTED, CategoryMap, EvalDataError, ResultsTable
-from owl.inference.detector import MIN_QUERY_BUCKET, Detector, bucket
+from owl.data.annotations import MAX_LISTED
+from owl.eval.prompts import PromptEnsemble
+from owl.inference.detector import Detector
 from owl.inference.preprocess import ImageLoadError, ImageMeta, preprocess
 from owl.models.owl_vit import normalize, score_queries
-from owl.text.prompts import CLIP_BEST_PROMPT_TEMPLATES, expand_prompts
-from owl.text.tokenizer import EOT_ID, PAD_ID, SOT_ID, get_tokenizer
-
-#: ``--prompts`` values that name a template set rather than giving a template.
-PROMPT_SETS: dict[str, tuple[str, ...]] = {
-    "ensemble": CLIP_BEST_PROMPT_TEMPLATES,
-    "none": ("{}",),
-}
-#: How prompts longer than the text context are embedded.
-LONG_PROMPT_POLICIES = ("official", "truncate")
-#: Files in an evaluation's output folder.
-RUN_FILE, LOG_FILE, RESULTS_FILE = "run.json", "predictions.jsonl", "detections.json"
-#: Prompts embedded per text-tower call.
-TEXT_CHUNK = 512
-
-
-class SettingsMismatchError(EvalDataError):
-    """An output folder holds predictions made with other settings."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +83,7 @@ def find_images(
     ``coco_url``, directly in DIR or in DIR/<split folder> (``val2017/``, ``train2017/``).
 
     Args:
-        dataset: a validated dataset (:func:`~owl.eval.results.load_annotations`).
+        dataset: a validated dataset (:func:`~owl.data.annotations.load_annotations`).
         images_dir: the folder holding the images.
 
     Returns:
@@ -162,123 +130,6 @@ def subset_annotations(dataset: Mapping[str, Any], image_ids: Iterable[int]) -> 
     out["images"] = [im for im in dataset["images"] if im["id"] in keep]
     out["annotations"] = [a for a in dataset.get("annotations", []) if a["image_id"] in keep]
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Prompts.
-
-
-def resolve_templates(spec: str) -> tuple[str, ...]:
-    """``--prompts`` -> templates: "ensemble" (the 7), "none" (the bare name) or one template.
-
-    Raises:
-        ValueError: a template without exactly one ``{}``.
-    """
-    if spec in PROMPT_SETS:
-        return PROMPT_SETS[spec]
-    if spec.count("{}") != 1:
-        raise ValueError(
-            f"prompt {spec!r} must be 'ensemble', 'none' or a template with exactly one '{{}}' "
-            "for the class name, such as 'a photo of a {}'"
-        )
-    return (spec,)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class PromptEnsemble:
-    """The embedded text queries of an evaluation: T templates x C categories.
-
-    Attributes:
-        templates: the T templates.
-        categories: the C categories (class index -> real id).
-        prompts: [T][C] canonicalised prompts.
-        embeddings: [T, C, E] unnormalised text embeddings (float32).
-        long_prompts: the distinct prompts longer than the text context, and how they were
-            embedded (``policy``).
-        policy: "official" or "truncate" (see the module docstring).
-    """
-
-    templates: tuple[str, ...]
-    categories: CategoryMap
-    prompts: tuple[tuple[str, ...], ...]
-    embeddings: np.ndarray
-    long_prompts: tuple[str, ...]
-    policy: str
-
-
-def official_token_ids(texts: Sequence[str], context_length: int) -> np.ndarray:
-    """Token ids as the official tokenizer makes them: ``[SOT, *bpe, EOT]`` cut to the context.
-
-    For a prompt with more than ``context_length - 2`` BPE tokens this drops EOT (spec §1.4); the
-    text tower then pools at SOT and all such prompts get the same embedding.
-    """
-    tokenizer = get_tokenizer()
-    out = np.full((len(texts), context_length), PAD_ID, dtype=np.int32)
-    for row, text in enumerate(texts):
-        ids = [SOT_ID, *tokenizer.encode(text), EOT_ID][:context_length]
-        out[row, : len(ids)] = ids
-    return out
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def embed_prompts(
-    detector: Detector,
-    categories: CategoryMap,
-    templates: Sequence[str],
-    *,
-    long_prompts: str = "official",
-) -> PromptEnsemble:
-    """Embeds every (template, category) prompt once, in batches of ``TEXT_CHUNK``.
-
-    Prompts that fit the text context go through ``Detector.embed_texts``; over-long ones are
-    embedded as the official code does (``"official"``) or truncated keeping EOT
-    (``"truncate"``).
-
-    Args:
-        detector: supplies the model and its text-embedding cache.
-        categories: the dataset's categories; their names are the class names.
-        templates: format strings with one ``{}``.
-        long_prompts: "official" or "truncate".
-
-    Returns:
-        The :class:`PromptEnsemble`.
-    """
-    if long_prompts not in LONG_PROMPT_POLICIES:
-        raise ValueError(
-            f"long_prompts must be one of {LONG_PROMPT_POLICIES}, got {long_prompts!r}"
-        )
-    prompts = expand_prompts(list(categories.names), list(templates))
-    unique = list(dict.fromkeys(p for row in prompts for p in row))
-    tokenizer = get_tokenizer()
-    context = detector.model.config.context_length
-    too_long = {t for t in unique if len(tokenizer.encode(t)) > context - 2}
-    table: dict[str, np.ndarray] = {}
-    fits = [t for t in unique if t not in too_long]
-    for chunk in _chunks(fits, TEXT_CHUNK):
-        table.update(zip(chunk, detector.embed_texts(list(chunk)), strict=True))
-    long = [t for t in unique if t in too_long]
-    for chunk in _chunks(long, TEXT_CHUNK):
-        if long_prompts == "truncate":
-            emb = detector.embed_texts(list(chunk), truncate=True)
-        else:
-            ids = official_token_ids(chunk, context)
-            padded = np.zeros((bucket(len(ids), MIN_QUERY_BUCKET), context), np.int32)
-            padded[: len(ids)] = ids
-            emb = np.asarray(detector.model.embed_text(padded))[: len(ids)]
-        table.update(zip(chunk, emb, strict=True))
-    embeddings = np.stack([np.stack([table[p] for p in row]) for row in prompts])
-    return PromptEnsemble(
-        templates=tuple(templates),
-        categories=categories,
-        prompts=tuple(tuple(row) for row in prompts),
-        embeddings=embeddings.astype(np.float32),
-        long_prompts=tuple(long),
-        policy=long_prompts,
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -456,7 +307,7 @@ def predict_images(
     Args:
         detector: the model, batch size, resize method and pixel limit.
         images: what to predict.
-        ensemble: from :func:`embed_prompts` (with this detector's model).
+        ensemble: from :func:`owl.eval.prompts.embed_prompts` (with this detector's model).
         top_k: pairs per image (fewer if the image has fewer than ``top_k`` pairs).
         workers: preprocessing threads (default: min(4, CPUs)).
     """
@@ -502,365 +353,3 @@ def predict_images(
             batch = []
     if batch:
         yield from run(batch)
-
-
-# ----------------------------------------------------------------------------------------------
-# The resumable log.
-
-
-def run_settings(
-    *,
-    model: str,
-    prompts: str,
-    templates: Sequence[str],
-    top_k: int,
-    resize: str,
-    long_prompts: str,
-    categories: CategoryMap,
-) -> dict[str, Any]:
-    """The settings a log's predictions depend on (compared on resume)."""
-    digest = hashlib.sha256(
-        json.dumps([list(categories.ids), list(categories.names)]).encode()
-    ).hexdigest()
-    return {
-        "model": str(model),
-        "prompts": prompts,
-        "templates": list(templates),
-        "top_k": int(top_k),
-        "resize": resize,
-        "long_prompts": long_prompts,
-        "categories_sha256": digest,
-    }
-
-
-def _write_json_atomic(path: Path, value: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _repair_log(path: Path) -> None:
-    """Cuts a torn last line (no newline: the process died while writing it)."""
-    if not path.exists():
-        return
-    with open(path, "r+b") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            f.truncate(end)
-
-
-def read_log(path: str | os.PathLike) -> Iterator[ImagePrediction]:
-    """Reads a predictions log (JSONL), ignoring a torn last line.
-
-    Raises:
-        EvalDataError: a complete line that is not a prediction record (``file:line``).
-    """
-    path = Path(path)
-    if not path.exists():
-        return
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.endswith(b"\n"):
-                return  # torn by a kill during the write
-            if not line.strip():
-                continue
-            try:
-                yield ImagePrediction.from_record(json.loads(line))
-            except (ValueError, KeyError, TypeError) as e:
-                raise EvalDataError(
-                    f"{path}:{number}: not a prediction record ({e}); delete that line or pass "
-                    "--overwrite to start again"
-                ) from None
-
-
-def prepare_output(
-    output_dir: str | os.PathLike, settings: Mapping[str, Any], *, overwrite: bool = False
-) -> set[int]:
-    """Readies an output folder and returns the image ids already predicted there.
-
-    A new folder (or ``overwrite``) gets a fresh ``run.json`` and an empty log. An existing log is
-    continued only if its ``run.json`` holds the same settings; a torn last line is cut off.
-
-    Raises:
-        SettingsMismatchError: the log was made with other settings (or has no run.json).
-        EvalDataError: a corrupt line in the log.
-    """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / LOG_FILE
-    if overwrite or not check_resumable(out, settings):
-        log_path.unlink(missing_ok=True)
-        _write_json_atomic(out / RUN_FILE, {"settings": dict(settings)})
-        return set()
-    _repair_log(log_path)
-    return logged_image_ids(log_path)
-
-
-def logged_image_ids(path: str | os.PathLike) -> set[int]:
-    """The image ids in a predictions log, read from each line's start (fast; no full parse).
-
-    Lines are written as ``{"image_id":N,...}``; a line that does not start so is parsed whole.
-    A torn last line is ignored. Malformed lines are reported when the log is assembled.
-    """
-    path = Path(path)
-    ids: set[int] = set()
-    if not path.exists():
-        return ids
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n") or not line.strip():
-                continue
-            match = _ID_PREFIX.match(line)
-            if match:
-                ids.add(int(match.group(1)))
-                continue
-            try:
-                ids.add(int(json.loads(line)["image_id"]))
-            except (ValueError, KeyError, TypeError):
-                continue
-    return ids
-
-
-_ID_PREFIX = re.compile(rb'\{"image_id":(-?\d+),')
-
-
-def check_resumable(output_dir: str | os.PathLike, settings: Mapping[str, Any]) -> bool:
-    """Whether ``output_dir`` holds a log to resume; checks its settings without changing files.
-
-    Returns:
-        True if there is a non-empty log made with ``settings``, False if there is no log.
-
-    Raises:
-        SettingsMismatchError: the log was made with other settings (or has no run.json).
-    """
-    out = Path(output_dir)
-    run_path, log_path = out / RUN_FILE, out / LOG_FILE
-    if not (log_path.exists() and log_path.stat().st_size > 0):
-        return False
-    try:
-        saved = json.loads(run_path.read_text(encoding="utf-8"))["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SettingsMismatchError(
-            f"{log_path} exists but {run_path} is missing or unreadable, so its settings are "
-            "unknown; pass --overwrite to start again or use another --output-dir"
-        ) from None
-    changed = [k for k in settings if saved.get(k) != settings[k]]
-    if changed:
-        diffs = "; ".join(
-            f"{k}: {_short(saved.get(k))} there, {_short(settings[k])} now" for k in changed
-        )
-        raise SettingsMismatchError(
-            f"{out} holds predictions made with other settings ({diffs}); pass --overwrite to "
-            "discard them or use another --output-dir"
-        )
-    return True
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetRun:
-    """What :func:`predict_dataset` did.
-
-    Attributes:
-        results: the detections of all requested images that have predictions, from the log.
-        predicted_ids: those images' ids, in request order.
-        resumed: images found already done in the log.
-        new: images predicted in this call.
-        failures: images that could not be read.
-        size_mismatches: ids of images whose file size differs from the annotations' width/height
-            (e.g. an EXIF rotation the annotations did not apply).
-        results_path: the detections.json written.
-    """
-
-    results: ResultsTable
-    predicted_ids: tuple[int, ...]
-    resumed: int
-    new: int
-    failures: tuple[ImageFailure, ...]
-    size_mismatches: tuple[int, ...]
-    results_path: Path
-
-
-def predict_dataset(
-    detector: Detector | None,
-    images: Sequence[DatasetImage],
-    ensemble: PromptEnsemble | None,
-    output_dir: str | os.PathLike,
-    *,
-    settings: Mapping[str, Any],
-    top_k: int = 300,
-    overwrite: bool = False,
-    progress: bool = False,
-    on_result: Callable[[ImagePrediction | ImageFailure], None] | None = None,
-) -> DatasetRun:
-    """Predicts a dataset into ``output_dir`` with resume, then writes ``detections.json``.
-
-    Args:
-        detector: see :func:`predict_images`; may be None when every image is in the log already
-            (see :func:`pending_images`).
-        images: the images to predict, in order (from :func:`find_images`).
-        ensemble: from :func:`embed_prompts`; None under the same condition.
-        output_dir: gets run.json, predictions.jsonl and detections.json.
-        settings: from :func:`run_settings`; must match a log being resumed.
-        top_k: pairs per image.
-        overwrite: discard an existing log instead of resuming it.
-        progress: show a tqdm bar (images/s, ETA) on stderr.
-        on_result: called after each image's result is recorded (for progress or tests).
-
-    Returns:
-        A :class:`DatasetRun`.
-
-    Raises:
-        SettingsMismatchError, EvalDataError: see :func:`prepare_output`.
-    """
-    out = Path(output_dir)
-    done = prepare_output(out, settings, overwrite=overwrite)
-    todo = [im for im in images if im.image_id not in done]
-    if todo and (detector is None or ensemble is None):
-        raise ValueError(f"{len(todo)} image(s) to predict, but no detector or ensemble given")
-    failures, mismatches, new = [], [], 0
-    expected = {im.image_id: (im.width, im.height) for im in images}
-    bar = None
-    if progress and todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), unit="img", desc="predict", dynamic_ncols=True)
-    try:
-        with open(out / LOG_FILE, "a", encoding="utf-8") as log:
-            unsynced, batch_size = 0, detector.batch_size if todo else 1
-            results = predict_images(detector, todo, ensemble, top_k=top_k) if todo else ()
-            for result in results:
-                if isinstance(result, ImageFailure):
-                    failures.append(result)
-                else:
-                    log.write(json.dumps(result.to_record(), separators=(",", ":")) + "\n")
-                    unsynced += 1
-                    new += 1
-                    want = expected[result.image_id]
-                    if None not in want and want != (result.width, result.height):
-                        mismatches.append(result.image_id)
-                    if unsynced >= batch_size:
-                        _sync(log)
-                        unsynced = 0
-                if bar is not None:
-                    bar.update(1)
-                if on_result is not None:
-                    on_result(result)
-            _sync(log)
-    finally:
-        if bar is not None:
-            bar.close()
-    table, predicted = load_log_results(out / LOG_FILE, [im.image_id for im in images])
-    path = write_results_file(out / RESULTS_FILE, table)
-    return DatasetRun(
-        results=table,
-        predicted_ids=tuple(predicted),
-        resumed=len(images) - len(todo),
-        new=new,
-        failures=tuple(failures),
-        size_mismatches=tuple(mismatches),
-        results_path=path,
-    )
-
-
-def pending_images(
-    output_dir: str | os.PathLike,
-    images: Sequence[DatasetImage],
-    settings: Mapping[str, Any],
-    *,
-    overwrite: bool = False,
-) -> list[DatasetImage]:
-    """The images :func:`predict_dataset` would still predict; changes no file.
-
-    Raises:
-        SettingsMismatchError: as :func:`prepare_output` would (unless ``overwrite``).
-    """
-    if overwrite or not check_resumable(output_dir, settings):
-        return list(images)
-    done = logged_image_ids(Path(output_dir) / LOG_FILE)
-    return [im for im in images if im.image_id not in done]
-
-
-def _sync(f: Any) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def load_log_results(
-    log_path: str | os.PathLike, image_ids: Sequence[int]
-) -> tuple[ResultsTable, list[int]]:
-    """Assembles the detections of ``image_ids`` (in that order) from a predictions log.
-
-    Returns:
-        (table, ids): the detections, and the requested ids that the log holds (the last record
-        of an image wins).
-    """
-    wanted = set(int(i) for i in image_ids)
-    latest: dict[int, ImagePrediction] = {}
-    for p in read_log(log_path):
-        if p.image_id in wanted:
-            latest[p.image_id] = p
-    present = [int(i) for i in image_ids if int(i) in latest]
-    parts = [latest[i] for i in present]
-    if not parts:
-        return ResultsTable.empty(), present
-    return (
-        ResultsTable(
-            image_ids=np.concatenate(
-                [np.full(len(p.scores), p.image_id, np.int64) for p in parts]
-            ),
-            category_ids=np.concatenate([p.category_ids for p in parts]).astype(np.int64),
-            boxes=np.concatenate([p.boxes for p in parts]).astype(np.float64).reshape(-1, 4),
-            scores=np.concatenate([p.scores for p in parts]).astype(np.float64),
-        ),
-        present,
-    )
-
-
-def write_results_file(path: str | os.PathLike, table: ResultsTable, chunk: int = 65536) -> Path:
-    """Writes detections as a COCO results JSON list, streamed and atomically (temp + rename).
-
-    Numbers are written as Python's ``repr`` (what ``json`` writes), row by row, so a results file
-    of millions of detections never exists as Python dicts in memory.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("[")
-            sep = ""
-            for start in range(0, len(table), chunk):
-                end = start + chunk
-                rows = zip(
-                    table.image_ids[start:end].tolist(),
-                    table.category_ids[start:end].tolist(),
-                    table.boxes[start:end].tolist(),
-                    table.scores[start:end].tolist(),
-                    strict=True,
-                )
-                lines = []
-                for i, c, (x, y, w, h), s in rows:
-                    lines.append(
-                        f'{sep}{{"image_id":{i},"category_id":{c},'
-                        f'"bbox":[{x!r},{y!r},{w!r},{h!r}],"score":{s!r}}}'
-                    )
-                    sep = ",\n"
-                f.write("".join(lines))
-            f.write("]\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

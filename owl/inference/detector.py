@@ -251,8 +251,11 @@ class Detector:
 
     # -- queries -------------------------------------------------------------------------------
 
-    def embed_texts(self, texts: Sequence[str], *, truncate: bool = False) -> np.ndarray:
-        """Unnormalised text embeddings [N, E]; each distinct text is encoded once (cached)."""
+    def embed_texts(self, texts: Sequence[str], *, truncate: bool | str = False) -> np.ndarray:
+        """Unnormalised text embeddings [N, E]; each distinct text is encoded once (cached).
+
+        ``truncate`` is the tokenizer's: False, True or "official" (`ClipTokenizer.tokenize`).
+        """
         # Look up every text before inserting new ones: a small cache may evict while inserting.
         found = {t: self._texts.get_item((t, truncate)) for t in dict.fromkeys(texts)}
         missing = [t for t, e in found.items() if e is None]

@@ -20,13 +20,14 @@ import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from owl.data.annotations import write_results
+from owl.files import atomic_write
 from owl.inference.detections import Detections, float32_list
 
 JSON_VERSION = 1
@@ -150,7 +151,7 @@ def write_coco(
         for detections, image_id in zip(results, image_ids, strict=True)
         for row in to_coco_rows(detections, image_id, category_ids)
     ]
-    _write_text(path, json.dumps(rows) + "\n")
+    write_results(path, rows)
 
 
 def write_detections(
@@ -180,12 +181,5 @@ def write_detections(
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
     """Writes atomically: readers never see a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, newline="") as f:
+        f.write(text)

@@ -1,7 +1,7 @@
 """Model variants: one typed table of every OWL-ViT / OWLv2 architecture owl knows.
 
 A `ModelConfig` fixes everything that decides the shapes of the parameters and the numerics of the
-forward pass. Checkpoint loaders infer one from parameter shapes (`owl.checkpoints.formats`); the
+forward pass. Checkpoint loaders infer one from parameter shapes (`owl.checkpoints.tree`); the
 registry names the official variants below. Values follow the official configs (scenic
 `owl_vit/configs/*.py` and `clip/model.py`): head dimension 64, MLP 4x width, text context 16.
 """

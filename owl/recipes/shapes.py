@@ -204,27 +204,14 @@ def evaluate_text(
     top_k: int = 300,
 ) -> dict[str, float]:
     """Text-query AP/AP50 on base and novel categories of the held-out set (`owl eval`'s code)."""
-    from owl.eval import predict
-    from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.eval.evaluation import evaluate
 
-    data = load_annotations(heldout / "annotations.json")
-    categories = CategoryMap.from_annotations(data)
-    images, _ = predict.find_images(data, heldout / "images")
-    templates = predict.resolve_templates(prompts)
-    ensemble = predict.embed_prompts(detector, categories, templates)
-    settings = predict.run_settings(
-        model=str(detector.model.source), prompts=prompts, templates=templates, top_k=top_k,
-        resize="tf", long_prompts="official", categories=categories,
+    result = evaluate(
+        detector, heldout / "annotations.json", heldout / "images", output_dir, prompts=prompts,
+        top_k=top_k, overwrite=True, novel_category_ids=shapes.NOVEL_CATEGORY_IDS,
     )  # fmt: skip
-    run = predict.predict_dataset(
-        detector, images, ensemble, output_dir, settings=settings, top_k=top_k, overwrite=True
-    )
-    metrics = evaluate(data, run.results, novel_category_ids=shapes.NOVEL_CATEGORY_IDS)
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    s = metrics["stats"]
     keys = ("AP", "AP50", "AP_base", "AP50_base", "AP_novel", "AP50_novel")
-    return {k: float(s[k]) for k in keys}
+    return {k: result.stats[k] for k in keys}
 
 
 def evaluate_one_shot_novel(
@@ -305,7 +292,8 @@ def reproduce(
 
     t = time.perf_counter()
     if backbone is None:
-        summary = pretrain(pre_config, workdir / "pretrain", progress=progress)
+        # A recipe stopped during stage 1 continues it from its last checkpoint.
+        summary = pretrain(pre_config, workdir / "pretrain", resume=True, progress=progress)
         backbone = Path(summary["backbone"])
         retrieval = summary["retrieval"]
         done("pretrain", t, f"{pre_config.num_steps} steps -> {backbone}")

@@ -218,7 +218,7 @@ class ClipTokenizer:
         texts: Sequence[str],
         *,
         context_length: int = CONTEXT_LENGTH,
-        truncate: bool = False,
+        truncate: bool | str = False,
     ) -> np.ndarray:
         """Tokenizes queries into the text tower's input layout.
 
@@ -227,7 +227,9 @@ class ClipTokenizer:
           context_length: ids per row; the official checkpoints need 16.
           truncate: if False, a query with more than `context_length - 2` BPE tokens raises
             `QueryTooLongError`. If True, its first `context_length - 2` BPE tokens are kept and
-            followed by EOT (unlike the official code, which drops EOT instead).
+            followed by EOT (unlike the official code, which drops EOT instead). "official" cuts
+            `[SOT, *bpe, EOT]` to `context_length` ids as the official code does (EOT dropped;
+            what the official evaluator embeds, spec §1.4).
 
         Returns:
           int32 array [len(texts), context_length]: SOT, the BPE ids, EOT, then zeros.
@@ -241,12 +243,17 @@ class ClipTokenizer:
             raise ValueError(
                 f"context_length must be at least 2 (SOT and EOT), got {context_length}"
             )
+        if truncate not in (False, True, "official"):
+            raise ValueError(f"truncate must be False, True or 'official', got {truncate!r}")
         limit = context_length - 2
         out = np.full((len(texts), context_length), PAD_ID, dtype=np.int32)
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"query {row} must be a str, got {type(text).__name__}: {text!r}")
             ids = self.encode(text)
+            if len(ids) > limit and truncate == "official":
+                out[row] = [SOT_ID, *ids[: context_length - 1]]
+                continue
             if len(ids) > limit:
                 if not truncate:
                     raise QueryTooLongError(text, len(ids), limit, index=row)
@@ -262,7 +269,7 @@ def get_tokenizer() -> ClipTokenizer:
 
 
 def tokenize(
-    texts: Sequence[str], *, context_length: int = CONTEXT_LENGTH, truncate: bool = False
+    texts: Sequence[str], *, context_length: int = CONTEXT_LENGTH, truncate: bool | str = False
 ) -> np.ndarray:
     """Tokenizes queries with the shared tokenizer; see `ClipTokenizer.tokenize`."""
     return get_tokenizer().tokenize(texts, context_length=context_length, truncate=truncate)

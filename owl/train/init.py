@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
-from owl.checkpoints.formats import (
+from owl.checkpoints.tree import (
     CheckpointError,
     as_float32,
     check_params,

@@ -25,6 +25,8 @@ import jax
 import numpy as np
 from clu import metrics as clu_metrics
 
+from owl.files import atomic_write
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
@@ -88,9 +90,8 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> None:
             continue  # a line cut by a kill
         if int(record.get("step", 0)) <= max_step:
             keep.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write("".join(line + "\n" for line in keep))
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

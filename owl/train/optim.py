@@ -99,9 +99,12 @@ def make_optimizer(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    weight_decay: float = 0.0,
     text_regex: str = TEXT_TOWER_REGEX,
 ) -> optax.GradientTransformation:
-    """The optax chain: [global clipping] -> per group: Adam -> -lr(t); frozen group -> zero.
+    """The optax chain: [global clipping] -> per group: Adam [-> + wd * w] -> -lr(t).
+
+    A frozen group gets zero updates.
 
     Args:
       lr: peak learning rate of everything outside the text tower.
@@ -112,6 +115,9 @@ def make_optimizer(
         "global" (clip the averaged gradient's global norm) or "none".
       clip_norm: the L2 norm bound.
       b1, b2, eps: Adam.
+      weight_decay: decoupled weight decay (AdamW, as `optax.adamw` places it) on matrices and
+        kernels only (leaves with 2 or more axes), never on biases, scales and scalars. The
+        detector recipe uses none; contrastive pretraining does.
       text_regex: which parameter paths form the text group.
 
     Raises:
@@ -121,12 +127,18 @@ def make_optimizer(
         raise ValueError(f"clip must be one of {', '.join(CLIP_MODES)}; got {clip!r}")
     if lr < 0 or text_lr < 0:
         raise ValueError(f"learning rates must be >= 0, got lr={lr}, text_lr={text_lr}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
 
     def group(base_lr: float) -> optax.GradientTransformation:
         schedule = warmup_cosine_schedule(base_lr, warmup_steps, total_steps)
+        decay = []
+        if weight_decay:
+            decay = [optax.add_decayed_weights(weight_decay, mask=_matrices)]
         return optax.chain(
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale_by_learning_rate(schedule)
-        )
+            optax.scale_by_adam(b1=b1, b2=b2, eps=eps), *decay,
+            optax.scale_by_learning_rate(schedule),
+        )  # fmt: skip
 
     text = optax.set_to_zero() if freeze_text else group(text_lr)
     groups = optax.multi_transform(
@@ -136,6 +148,11 @@ def make_optimizer(
     if clip == "global":
         return optax.chain(optax.clip_by_global_norm(clip_norm), groups)
     return groups
+
+
+def _matrices(params: Any) -> Any:
+    """True for leaves with 2 or more axes (kernels, embeddings): the weight-decayed ones."""
+    return jax.tree_util.tree_map(lambda x: jnp.ndim(x) >= 2, params)
 
 
 def global_norm(tree: Any) -> jax.Array:

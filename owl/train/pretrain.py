@@ -4,8 +4,11 @@ OWL-ViT starts from a CLIP backbone trained contrastively on image-caption pairs
 it into a detector. This module is the first stage at toy scale: a `ContrastivePretrainer` (the
 CLIP towers of `owl.models.clip.CLIP` under `clip/` plus OpenAI CLIP's bias-free visual
 projection), an endless, deterministic stream of ShapesWorld image-caption pairs, a jitted
-train step on CLIP's symmetric InfoNCE loss, the training loop (tqdm bar, JSONL log, safetensors
-checkpoints) and a zero-shot retrieval evaluation.
+train step on CLIP's symmetric InfoNCE loss, the training loop and a zero-shot retrieval
+evaluation. The loop is built from the detector trainer's parts: the optimiser of
+`owl.train.optim`, the logs of `owl.train.logging` and the orbax checkpoints of
+`owl.train.checkpointing`, so `owl pretrain --resume` continues a stopped run exactly as
+`owl train --resume` does.
 
 The saved backbone is a safetensors file whose keys are the "/"-joined parameter paths:
 `clip/visual/...`, `clip/text/...`, `clip/logit_scale` (exactly the detector's
@@ -13,13 +16,8 @@ The saved backbone is a safetensors file whose keys are the "/"-joined parameter
 token, which OWL drops, spec §1.2 step 8). Its metadata holds {"format": "owl-clip-backbone",
 "config": <ModelConfig JSON>, "step": ...}.
 
-Captions name every object as "colour shape" in a random order and must fit the 16-position text
-context of the detector (SOT + 14 BPE tokens + EOT): the first of these forms that fits is used
-(ShapesWorld's size words are left out, they are not part of the category names):
-
-  "a red circle, a blue star and an orange ring"   (the category prompts' own form)
-  "red circle, blue star and orange ring"
-  "red circle blue star orange ring"               (always fits: at most 4 x 3 tokens)
+Captions (`owl.data.shapes.fitting_caption`) name every object as "colour shape" in a random
+order, in the longest form that fits the 16-position text context of the detector.
 
 Colour alone tells almost every multi-object caption in a batch apart, so a model trained on
 plain random scenes learns colours and stalls on shapes. Scenes therefore come in groups of
@@ -34,7 +32,6 @@ import json
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -47,19 +44,25 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from owl.checkpoints.formats import flatten_params, unflatten_params
+from owl.checkpoints.tree import flatten_params, unflatten_params
 from owl.data import shapes
+from owl.files import atomic_path, atomic_write
 from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
 from owl.models.clip import CLIP
 from owl.models.configs import ModelConfig
 from owl.text.tokenizer import get_tokenizer
+from owl.train import optim
+from owl.train.checkpointing import Checkpointer
+from owl.train.logging import MetricAverager, MetricWriter, ProgressBar, read_jsonl
 from owl.train.losses import contrastive_loss
+from owl.train.step import TrainState
 
 BACKBONE_FORMAT = "owl-clip-backbone"
 BACKBONE_FILE = "backbone.safetensors"
-CHECKPOINT_FILE = "checkpoint.safetensors"
-LOG_FILE = "log.jsonl"
+CHECKPOINT_DIR = "checkpoints"
 RETRIEVAL_FILE = "retrieval.json"
+#: The text tower's parameters in the pretrainer's tree (its own learning-rate group).
+TEXT_TOWER_REGEX = r"clip/text/.*"
 _CAPTION_STREAM = 1  # third key of the caption-order rng
 _GROUP_STREAM = 2  # third key of the scene-content rng (keyed by group, not scene)
 
@@ -125,44 +128,6 @@ def init_pretrainer(config: ModelConfig, rng: jax.Array) -> Params:
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
-
-
-def _with_article(phrase: str) -> str:
-    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def category_prompts() -> list[str]:
-    """The 64 zero-shot prompts, in category order: "a red circle", ..., "an orange ring"."""
-    return [_with_article(name) for name in shapes.CATEGORIES]
-
-
-def _join(phrases: Sequence[str], *, conjunction: bool) -> str:
-    if len(phrases) <= 1 or not conjunction:
-        return (", " if conjunction else " ").join(phrases)
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
-
-
-def make_caption(categories: Sequence[int], context_length: int = 16) -> str:
-    """Names categories in the given order, in the longest form that fits the text context.
-
-    Args:
-      categories: 0-based category indices (at most 4 keeps every caption within 16 tokens).
-      context_length: text positions, SOT and EOT included.
-
-    Returns:
-      e.g. "a red circle and an orange ring"; see the module docstring for the fallbacks.
-    """
-    names = [shapes.CATEGORIES[c] for c in categories]
-    tokenizer = get_tokenizer()
-    forms = (
-        _join([_with_article(n) for n in names], conjunction=True),
-        _join(names, conjunction=True),
-        _join(names, conjunction=False),
-    )
-    for form in forms:
-        if len(tokenizer.encode(form)) <= context_length - 2:
-            return form
-    return forms[-1]  # tokenize(truncate=True) cuts it; cannot happen for <= 4 objects
 
 
 def normalize_images(images: np.ndarray) -> np.ndarray:
@@ -273,7 +238,7 @@ def make_pair_batch(
         )
         cats = [scene.objects[i].category for i in order]
         images.append(scene.image)
-        captions.append(make_caption(cats, context_length))
+        captions.append(shapes.fitting_caption(cats, context_length))
         categories.append(tuple(sorted(cats)))
     ids = get_tokenizer().tokenize(captions, context_length=context_length, truncate=True)
     return PairBatch(
@@ -363,31 +328,27 @@ def iterate_pair_batches(
 # ---------------------------------------------------------------------------------------------
 
 
-def make_optimizer(
-    *,
-    learning_rate: float,
-    num_steps: int,
-    warmup_steps: int,
-    weight_decay: float,
-    b2: float = 0.98,
-    grad_clip: float | None = 1.0,
-) -> optax.GradientTransformation:
-    """AdamW with linear warmup and cosine decay to 0; no decay on vectors and scalars."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, max(warmup_steps, 1), max(num_steps, warmup_steps + 1), 0.0
-    )
-    decay_mask = lambda params: jax.tree_util.tree_map(lambda x: x.ndim >= 2, params)  # noqa: E731
-    adamw = optax.adamw(schedule, b2=b2, weight_decay=weight_decay, mask=decay_mask)
-    if grad_clip:
-        return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
-    return adamw
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+    """The trainer's optimiser (`owl.train.optim`) with pretraining's settings.
+
+    AdamW: linear warmup then cosine decay to 0, decoupled weight decay on matrices only, the
+    averaged gradient clipped to ``grad_clip`` (0: no clipping); one learning rate for both
+    towers.
+    """
+    return optim.make_optimizer(
+        lr=config.learning_rate, text_lr=config.learning_rate, total_steps=config.num_steps,
+        warmup_steps=config.warmup_steps, clip="global" if config.grad_clip else "none",
+        clip_norm=float(config.grad_clip or 1.0), b2=config.adam_b2,
+        weight_decay=config.weight_decay, text_regex=TEXT_TOWER_REGEX,
+    )  # fmt: skip
 
 
 def make_train_step(
     model: ContrastivePretrainer, optimizer: optax.GradientTransformation
-) -> Callable[..., tuple[Params, Any, dict[str, jax.Array]]]:
-    """Returns a jitted step (params, opt_state, images, input_ids, rng) -> (params, opt_state,
-    metrics) on the symmetric InfoNCE loss; metrics: loss, logit_scale, grad_norm."""
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Returns a jitted step (state, images, input_ids) -> (state, metrics) on the symmetric
+    InfoNCE loss; metrics: loss, logit_scale, grad_norm. The step's dropout key is
+    ``fold_in(state.rng, step)``, so a resumed run draws the same keys."""
 
     def loss_fn(params, images, input_ids, rng):
         image_embeds, text_embeds, logit_scale = model.apply(
@@ -399,14 +360,16 @@ def make_train_step(
         return loss, logit_scale
 
     @jax.jit
-    def step(params, opt_state, images, input_ids, rng):
+    def step(state: TrainState, images, input_ids):
+        number = state.step + 1
+        rng = jax.random.fold_in(state.rng, number)
         (loss, logit_scale), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, images, input_ids, rng
+            state.params, images, input_ids, rng
         )
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, "logit_scale": logit_scale, "grad_norm": optax.tree.norm(grads)}
-        return params, opt_state, metrics
+        return TrainState(step=number, params=params, opt_state=opt_state, rng=state.rng), metrics
 
     return step
 
@@ -460,7 +423,7 @@ def evaluate_retrieval(
        "caption_i2t_top1", "caption_t2i_top1", "chance_category", "chance_caption"}.
     """
     tokenizer = get_tokenizer()
-    prompt_embeds = _normalised(encode_texts(tokenizer.tokenize(category_prompts())))
+    prompt_embeds = _normalised(encode_texts(tokenizer.tokenize(shapes.category_prompts())))
 
     n = images_per_category * shapes.NUM_CATEGORIES
     truth = np.arange(n) % shapes.NUM_CATEGORIES
@@ -525,16 +488,8 @@ def save_backbone(
     path = Path(path)
     tensors = {k: np.asarray(v, np.float32, order="C") for k, v in flatten_params(params).items()}
     metadata = {"format": BACKBONE_FORMAT, "config": config.to_json(), "step": str(int(step))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        safetensors.numpy.save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        safetensors.numpy.save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -572,92 +527,129 @@ def model_config_from(config: Any) -> ModelConfig:
     return ModelConfig.from_dict(dict(config.model))
 
 
-def pretrain(config: Any, workdir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+class PretrainingError(ValueError):
+    """A pretraining run cannot start as asked (bad config, or checkpoints without resume)."""
+
+
+def pretrain(
+    config: Any, workdir: str | os.PathLike, *, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Runs contrastive pretraining and writes everything to `workdir`.
 
-    Appends to `log.jsonl` (one JSON object per logged step, then one with the retrieval results),
-    `checkpoint.safetensors` every `config.checkpoint_every` steps, and at the end
-    `backbone.safetensors` and `retrieval.json`.
+    Writes what `owl train` writes, with the trainer's parts: `metrics.jsonl` (+ TensorBoard
+    events) through `owl.train.logging`, orbax checkpoints of (step, params, optimiser state,
+    RNG key) every `config.checkpoint_every` steps in `checkpoints/<step>/`
+    (`owl.train.checkpointing`), and at the end `backbone.safetensors` and `retrieval.json`.
+    The pair stream is a function of the step, so the data position is the step itself; a run
+    resumed from a checkpoint logs and ends exactly as an uninterrupted one.
 
     Args:
       config: a ConfigDict as `configs/shapes_clip.py` returns.
-      workdir: output directory (created if missing).
-      progress: show a tqdm bar.
+      workdir: output directory (created if missing); it must hold no checkpoints unless
+        ``resume``.
+      resume: continue from the latest checkpoint in ``workdir`` (none: start fresh).
+      progress: show a progress bar.
 
     Returns:
       Summary: steps, wall_s, final_loss (mean of the last logged window), retrieval results
       and the backbone path.
-    """
-    from tqdm import tqdm
 
+    Raises:
+      PretrainingError: a batch that splits a group of twins, or checkpoints without ``resume``.
+    """
     if config.batch_size % config.data.group_size:
-        raise ValueError(
+        raise PretrainingError(
             f"batch_size {config.batch_size} is not a multiple of data.group_size "
             f"{config.data.group_size}; twins of one group must share a batch"
         )
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Path(workdir).absolute()
     model_config = model_config_from(config)
     model = ContrastivePretrainer(model_config, config.vision_drop_path, config.text_drop_path)
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, rng = jax.random.split(rng)
-    params = init_pretrainer(model_config, init_rng)
-    optimizer = make_optimizer(
-        learning_rate=config.learning_rate, num_steps=config.num_steps,
-        warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-        b2=config.adam_b2, grad_clip=config.grad_clip,
-    )  # fmt: skip
-    opt_state = optimizer.init(params)
+    optimizer = make_optimizer(config)
     train_step = make_train_step(model, optimizer)
+    lr = optim.learning_rates(
+        lr=config.learning_rate, text_lr=config.learning_rate, total_steps=config.num_steps,
+        warmup_steps=config.warmup_steps,
+    )["lr"]  # fmt: skip
+
+    checkpoints = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=int(config.keep_checkpoints))
+    latest = checkpoints.latest_step()
+    if latest is not None and not resume:
+        checkpoints.close()
+        raise PretrainingError(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
+            "continue that run, or choose a new --workdir"
+        )
+    init_rng, rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    params = init_pretrainer(model_config, init_rng)
+    state = TrainState(
+        step=jnp.int32(0), params=params, opt_state=optimizer.init(params), rng=rng
+    )
+    if latest is not None:
+        abstract = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+        )
+        state, data_state = checkpoints.restore(latest, abstract)
+        if int(data_state["step"]) != int(state.step):
+            raise PretrainingError(f"{checkpoints.directory / str(latest)}: inconsistent step")
+    start = int(state.step)
+
     batches = iterate_pair_batches(
-        config.seed, config.batch_size, num_steps=config.num_steps,
+        config.seed, config.batch_size, start_step=start, num_steps=config.num_steps - start,
         image_size=model_config.image_size, min_objects=config.data.min_objects,
         max_objects=config.data.max_objects, group_size=config.data.group_size,
         context_length=model_config.context_length,
     )  # fmt: skip
-
-    log_path = workdir / LOG_FILE
-    start = time.perf_counter()
-    window: list[jax.Array] = []
-    final_loss = math.nan
-    bar = tqdm(total=config.num_steps, desc="pretrain", unit="step", disable=not progress)
-    with log_path.open("a") as log:
-        for step, batch in enumerate(batches, start=1):
-            params, opt_state, metrics = train_step(
-                params, opt_state, jnp.asarray(batch.images), jnp.asarray(batch.input_ids),
-                jax.random.fold_in(rng, step),
-            )  # fmt: skip
-            window.append(metrics["loss"])
-            bar.update(1)
-            if step % config.log_every == 0 or step == config.num_steps:
-                final_loss = float(np.mean([float(x) for x in window]))
-                window = []
-                elapsed = time.perf_counter() - start
-                record = {
-                    "step": step,
-                    "loss": final_loss,
-                    "logit_scale": float(metrics["logit_scale"]),
-                    "grad_norm": float(metrics["grad_norm"]),
-                    "elapsed_s": round(elapsed, 2),
-                    "pairs_per_s": round(step * config.batch_size / elapsed, 1),
-                }
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                bar.set_postfix(loss=f"{final_loss:.3f}")
-            if config.checkpoint_every and step % config.checkpoint_every == 0:
-                save_backbone(workdir / CHECKPOINT_FILE, model_config, params, step=step)
-    bar.close()
-    wall_s = time.perf_counter() - start
-
-    backbone = save_backbone(workdir / BACKBONE_FILE, model_config, params, step=config.num_steps)
-    encode_images, encode_texts = model_encoders(model_config, params)
-    retrieval = evaluate_retrieval(
-        encode_images, encode_texts, seed=config.eval.seed,
-        image_size=model_config.image_size,
-        images_per_category=config.eval.images_per_category,
-        caption_images=config.eval.caption_images, caption_batch=config.eval.caption_batch,
-        max_objects=config.data.max_objects,
+    writer = MetricWriter(
+        workdir, tensorboard=bool(config.tensorboard),
+        resume_step=start if latest is not None else None,
     )  # fmt: skip
+    bar = ProgressBar(config.num_steps, start, enabled=progress)
+    averager = MetricAverager()
+    began = window_start = time.perf_counter()
+    window_steps = 0
+    final_loss = math.nan
+    try:
+        for step, batch in enumerate(batches, start=start + 1):
+            state, metrics = train_step(
+                state, jnp.asarray(batch.images), jnp.asarray(batch.input_ids)
+            )
+            averager.add(metrics)
+            bar.update(1)
+            window_steps += 1
+            if step % config.log_every == 0 or step == config.num_steps:
+                scalars = averager.compute()
+                elapsed = time.perf_counter() - window_start
+                scalars["lr"] = float(lr(step))
+                scalars["pairs_per_sec"] = window_steps * config.batch_size / max(elapsed, 1e-9)
+                writer.write(step, scalars)
+                bar.show(scalars)
+                final_loss = scalars["loss"]
+                window_start, window_steps = time.perf_counter(), 0
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoints.save(step, state, {"step": step})
+        checkpoints.wait()
+        wall_s = time.perf_counter() - began
+        params = jax.device_get(state.params)
+        backbone = save_backbone(
+            workdir / BACKBONE_FILE, model_config, params, step=config.num_steps
+        )
+        encode_images, encode_texts = model_encoders(model_config, params)
+        retrieval = evaluate_retrieval(
+            encode_images, encode_texts, seed=config.eval.seed,
+            image_size=model_config.image_size,
+            images_per_category=config.eval.images_per_category,
+            caption_images=config.eval.caption_images, caption_batch=config.eval.caption_batch,
+            max_objects=config.data.max_objects,
+        )  # fmt: skip
+        writer.write(config.num_steps, retrieval, split="eval")
+    finally:
+        bar.close()
+        writer.close()
+        checkpoints.close()
+    if math.isnan(final_loss):  # a finished run resumed: the last logged loss
+        train = [r for r in read_jsonl(writer.path) if r.get("split") == "train"]
+        final_loss = float(train[-1]["loss"]) if train else math.nan
     summary = {
         "steps": config.num_steps,
         "wall_s": round(wall_s, 1),
@@ -665,7 +657,6 @@ def pretrain(config: Any, workdir: str | os.PathLike, *, progress: bool = True) 
         "retrieval": retrieval,
         "backbone": str(backbone),
     }
-    (workdir / RETRIEVAL_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-    with log_path.open("a") as log:
-        log.write(json.dumps({"step": config.num_steps, "retrieval": retrieval}) + "\n")
+    with atomic_write(workdir / RETRIEVAL_FILE) as f:
+        f.write(json.dumps(summary, indent=2) + "\n")
     return summary

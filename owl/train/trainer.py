@@ -6,7 +6,7 @@ A run is a row of small steps (flax-examples style):
    every device of every process (data parallelism: the batch is sharded on "data", parameters
    and optimiser state are replicated; `jax.jit` with `NamedSharding` inserts the all-reduce).
 2. `build_loaders`: this process's share of each global batch (`owl.data.pipeline` for COCO/LVIS
-   data, `owl.train.synthetic` for smoke tests), plus an optional validation loader.
+   data, `owl.data.synthetic` for smoke tests), plus an optional validation loader.
 3. A fresh `TrainState` (`owl.train.init`) or, with ``resume``, the latest checkpoint: step,
    parameters, optimiser state, RNG key and the loader position (`owl.train.checkpointing`).
 4. The loop: jitted train step (`owl.train.step`), metrics averaged and logged every
@@ -212,7 +212,7 @@ def build_loaders(
     )
     eval_batches = int(config.eval.num_batches) or None
     if d.kind == "synthetic":
-        from owl.train.synthetic import SyntheticLoader
+        from owl.data.synthetic import SyntheticLoader
 
         kw = dict(common, max_boxes=int(d.synthetic_max_boxes))
         train = SyntheticLoader(
@@ -433,51 +433,29 @@ def evaluate_ap(
     """AP of ``params`` on the validation set through owl eval's code (this process only).
 
     Predicts ``eval.ap_max_images`` images of ``data.eval_annotations`` with the prompt ensemble
-    (`owl.eval.predict`) into ``output_dir`` and scores them (`owl.eval.metrics.evaluate`).
+    into ``output_dir`` and scores them (`owl.eval.evaluation.evaluate`).
 
     Returns:
       {"AP": ..., "AP50": ..., ...} (the metrics' "stats").
     """
-    from owl.eval import predict
-    from owl.eval.metrics import evaluate
-    from owl.eval.results import CategoryMap, load_annotations
+    from owl.eval.evaluation import evaluate
     from owl.inference.detector import Detector
     from owl.models.model import OwlModel
 
     e, d = config.eval, config.data
-    dataset = load_annotations(d.eval_annotations)
-    categories = CategoryMap.from_annotations(dataset)
-    found, _ = predict.find_images(dataset, d.eval_images or d.train_images)
-    selected = found[: int(e.ap_max_images)] if int(e.ap_max_images) else found
-    if not selected:
-        return {}
-    templates = predict.resolve_templates(e.ap_prompts)
     model = OwlModel(model_config, params, source="training")
     detector = Detector(model, batch_size=int(e.batch_size), resize_method=e.ap_resize)
-    ensemble = predict.embed_prompts(detector, categories, templates)
-    settings = predict.run_settings(
-        model="training",
-        prompts=e.ap_prompts,
-        templates=templates,
-        top_k=int(e.ap_top_k),
-        resize=e.ap_resize,
-        long_prompts="official",
-        categories=categories,
-    )
-    run = predict.predict_dataset(
+    result = evaluate(
         detector,
-        selected,
-        ensemble,
+        d.eval_annotations,
+        d.eval_images or d.train_images,
         output_dir,
-        settings=settings,
+        prompts=e.ap_prompts,
         top_k=int(e.ap_top_k),
+        max_images=int(e.ap_max_images) or None,
         overwrite=True,
     )
-    if not run.predicted_ids:
-        return {}
-    gt = load_annotations(predict.subset_annotations(dataset, run.predicted_ids))
-    stats = evaluate(gt, run.results)["stats"]
-    return {k: float(v) for k, v in stats.items() if isinstance(v, (int, float))}
+    return result.stats
 
 
 # ----------------------------------------------------------------------------------------------

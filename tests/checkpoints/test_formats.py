@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from owl.checkpoints import formats
-from owl.checkpoints.formats import (
+from owl.checkpoints.load import read_checkpoint, sniff_format
+from owl.checkpoints.tree import (
     CheckpointError,
     check_params,
     flatten_params,
     infer_config,
-    read_checkpoint,
-    sniff_format,
     unflatten_params,
 )
 from owl.checkpoints.official import write_official
@@ -259,13 +257,3 @@ def test_read_checkpoint_refuses_pickles_in_one_line(tmp_path):
     message = str(info.value)
     assert message.startswith(f"{path}: refusing to read a pickled checkpoint")
     assert "safe_serialization=True" in message and "\n" not in message
-
-
-def test_readers_are_re_exported_lazily():
-    from owl.checkpoints import official, owl_format, transformers_format
-
-    assert formats.read_official is official.read_official
-    assert formats.write_transformers is transformers_format.write_transformers
-    assert formats.read_owl is owl_format.read_owl
-    with pytest.raises(AttributeError):
-        formats.no_such_reader  # noqa: B018

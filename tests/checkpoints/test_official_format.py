@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from owl.checkpoints.formats import CheckpointError, flatten_params, unflatten_params
 from owl.checkpoints.official import official_to_canonical, read_official, write_official
+from owl.checkpoints.tree import CheckpointError, flatten_params, unflatten_params
 from owl.models.configs import get_variant
 from owl.models.owl_vit import param_shapes
 

@@ -9,8 +9,8 @@ import pytest
 import safetensors
 import safetensors.numpy
 
-from owl.checkpoints.formats import CheckpointError, flatten_params, unflatten_params
 from owl.checkpoints.owl_format import is_owl_file, read_owl, save_owl
+from owl.checkpoints.tree import CheckpointError, flatten_params, unflatten_params
 from owl.models.configs import ModelConfig, get_variant
 from owl.models.owl_vit import param_shapes
 
@@ -115,7 +115,7 @@ def test_saving_with_a_config_that_contradicts_the_shapes_fails(tmp_path):
 
 
 def test_gzip_file_round_trips_bit_exactly(tmp_path):
-    from owl.checkpoints.formats import read_checkpoint, sniff_format
+    from owl.checkpoints.load import read_checkpoint, sniff_format
 
     config = get_variant("tiny-owlv2")
     flat = random_flat(config, seed=4)

@@ -14,12 +14,12 @@ from transformers import (
     OwlViTForObjectDetection,
 )
 
-from owl.checkpoints.formats import CheckpointError, check_params, flatten_params
 from owl.checkpoints.transformers_format import (
     config_from_hf,
     read_transformers,
     write_transformers,
 )
+from owl.checkpoints.tree import CheckpointError, check_params, flatten_params
 from owl.models.configs import get_variant
 from owl.models.owl_vit import param_shapes
 

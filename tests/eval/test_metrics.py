@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from owl.cli.eval import eval_cmd
 from owl.cli.main import cli
+from owl.data.annotations import EvalDataError, ResultsTable
 from owl.eval.metrics import COCO_STAT_NAMES, evaluate
-from owl.eval.results import EvalDataError, ResultsTable
 
 from lvis_reference import official_lvis_eval  # tests/eval/lvis_reference.py
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from owl.data.annotations import EvalDataError
 from owl.eval.one_shot import choose_exemplars, evaluate_one_shot, exemplar_embeddings
-from owl.eval.results import EvalDataError
 from owl.inference.detector import Detector
 from owl.models.configs import ModelConfig
 from owl.models.model import OwlModel

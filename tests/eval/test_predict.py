@@ -1,4 +1,6 @@
-"""Tests for owl.eval.predict and `owl eval --model`: ensembling, top-k, ids, resume, bad input.
+"""owl.eval (prompts, predict, runlog, evaluation) and `owl eval --model`.
+
+Ensembling, top-k, ids, resume, bad input.
 
 References are computed independently: per-template logits through `Detector.encode_image` +
 `Detector.score` (another code path than the batched, jitted ensemble), boxes unpadded with the
@@ -18,21 +20,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from owl.cli.eval import eval_cmd
+from owl.data.annotations import CategoryMap, load_annotations
 from owl.eval.metrics import evaluate
-from owl.eval.predict import (
+from owl.eval.predict import describe_missing, find_images, predict_images, unpad_boxes
+from owl.eval.prompts import embed_prompts, resolve_templates
+from owl.eval.runlog import (
     LOG_FILE,
     RESULTS_FILE,
     SettingsMismatchError,
-    describe_missing,
-    embed_prompts,
-    find_images,
     predict_dataset,
-    predict_images,
-    resolve_templates,
     run_settings,
-    unpad_boxes,
 )
-from owl.eval.results import CategoryMap, load_annotations
 from owl.inference.detector import Detector
 from owl.text.prompts import CLIP_BEST_PROMPT_TEMPLATES, canonicalize
 
@@ -391,4 +389,45 @@ def test_cli_usage_errors(tmp_path, tiny_model_file):
         "--model", "no-such-model", "--annotations", ann, "--images", images_dir,
         "--output-dir", tmp_path / "o",
     )  # fmt: skip
-    assert unknown.exit_code == 1 and "--model no-such-model" in unknown.output
+    assert unknown.exit_code == 2 and "--model: unknown model 'no-such-model'" in unknown.output
+
+
+# ----------------------------------------------------------------------------------------------
+# `owl.eval.evaluation.evaluate`: the one predict-then-score entry point.
+
+
+def test_evaluate_takes_its_settings_from_the_detector(tmp_path, detector, data):
+    from owl.eval.evaluation import evaluate as evaluate_model
+
+    result = evaluate_model(
+        detector, data["ann"], data["images_dir"], tmp_path, prompts="none", top_k=20,
+        max_images=3,
+    )  # fmt: skip
+    settings = json.loads((tmp_path / "run.json").read_text())["settings"]
+    assert settings["resize"] == "tf" == detector.resize_method
+    assert settings["model"] == str(detector.model.source)
+    assert (settings["top_k"], settings["templates"]) == (20, ["{}"])
+    assert result.run.predicted_ids == (10, 13, 16)
+    rows = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert len(rows) == 3 * 20 and {r["image_id"] for r in rows} == {10, 13, 16}
+    # Scored on those three images only, as metrics.evaluate scores them by hand.
+    dataset = json.loads(data["ann"].read_text())
+    dataset["images"] = [im for im in dataset["images"] if im["id"] in (10, 13, 16)]
+    dataset["annotations"] = [a for a in dataset["annotations"] if a["image_id"] in (10, 13, 16)]
+    reference = evaluate(dataset, tmp_path / RESULTS_FILE)
+    assert result.metrics["stats"] == reference["stats"] and result.metrics["num_images"] == 3
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["stats"] == reference["stats"] and saved["evaluated_images"] == 3
+
+
+def test_evaluate_missing_images_raise_or_are_skipped(tmp_path, detector):
+    from owl.eval.evaluation import MissingImagesError
+    from owl.eval.evaluation import evaluate as evaluate_model
+
+    ann, images_dir = _write_dataset(tmp_path / "d", seed=6)
+    (images_dir / "im13.png").unlink()
+    with pytest.raises(MissingImagesError, match=r"1 of 5 images .*: im13.png") as err:
+        evaluate_model(detector, ann, images_dir, tmp_path / "a", skip_missing=False)
+    assert err.value.missing == ("im13.png",) and not (tmp_path / "a").exists()
+    result = evaluate_model(detector, ann, images_dir, tmp_path / "b", prompts="none", top_k=5)
+    assert result.missing == ("im13.png",) and result.run.predicted_ids == (10, 16, 19, 22)

@@ -277,3 +277,15 @@ def test_singleton_and_fresh_instance_agree():
     assert ClipTokenizer().encode("a photo of a cat") == tok_mod.get_tokenizer().encode(
         "a photo of a cat"
     )
+
+
+def test_official_truncation_drops_eot_like_the_official_code():
+    tokenizer = get_tokenizer()
+    long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    bpe = tokenizer.encode(long)
+    assert len(bpe) == 15  # one word, one token: one more than fits
+    row = tokenizer.tokenize([long, "car"], truncate="official")
+    assert row[0].tolist() == [49406, *bpe[:15]]  # SOT, then 15 BPE ids, no EOT
+    assert row[1].tolist() == tokenizer.tokenize(["car"])[0].tolist()  # short: unchanged
+    with pytest.raises(ValueError, match="'cut'"):
+        tokenizer.tokenize(["car"], truncate="cut")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+from owl.data.synthetic import make_example
 from owl.train import trainer
 from owl.train.config import load_config
 from owl.train.step import dedup_queries
-from owl.train.synthetic import make_example
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "train_tiny.py"
 

@@ -143,3 +143,17 @@ def test_global_clipping_clips_the_mean_gradient_before_adam():
 def test_make_optimizer_rejects_unknown_clip_mode():
     with pytest.raises(ValueError, match="clip must be one of per_example, global, none"):
         optim.make_optimizer(lr=1.0, text_lr=1.0, total_steps=10, warmup_steps=0, clip="norm")
+
+
+def test_weight_decay_is_decoupled_and_spares_vectors():
+    # Zero gradients: Adam's step is 0, so the update is -lr * wd * w on matrices only.
+    params = {"kernel": jnp.full((2, 2), 3.0), "bias": jnp.full((2,), 3.0)}
+    opt = optim.make_optimizer(
+        lr=0.5, text_lr=0.5, total_steps=10, warmup_steps=0, clip="none", weight_decay=0.1
+    )
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    updates, _ = opt.update(zeros, opt.init(params), params)
+    np.testing.assert_allclose(updates["kernel"], -0.5 * 0.1 * 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(updates["bias"], 0.0)
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        optim.make_optimizer(lr=1, text_lr=1, total_steps=2, warmup_steps=0, weight_decay=-1)

@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.ndimage
 from click.testing import CliRunner
 
-from owl.checkpoints.formats import flatten_params
+from owl.checkpoints.tree import flatten_params
 from owl.cli.pretrain import pretrain as pretrain_cmd
 from owl.data import shapes
 from owl.models.configs import ModelConfig
 from owl.models.owl_vit import param_shapes
 from owl.text.tokenizer import get_tokenizer
 from owl.train import pretrain as pt
+from owl.train.checkpointing import Checkpointer
 from owl.train.init import initial_params
+from owl.train.logging import read_jsonl
+from owl.train.step import TrainState
 
 CONFIG_FILE = str(Path(__file__).parents[2] / "configs" / "shapes_clip.py")
 
@@ -42,16 +45,18 @@ CATEGORY_RE = re.compile(rf"({'|'.join(shapes.COLOUR_NAMES)}) ({'|'.join(shapes.
 
 def test_captions_use_the_longest_form_that_fits():
     orange_ring = 5 * 8 + 7
-    assert pt.make_caption([0]) == "a red circle"
-    assert pt.make_caption([0, orange_ring]) == "a red circle and an orange ring"
+    assert shapes.fitting_caption([0]) == "a red circle"
+    assert shapes.fitting_caption([0, orange_ring]) == "a red circle and an orange ring"
     # With articles, four objects take 4 x 3 + 2 commas + "and" = 15 > 14 BPE tokens.
     four = [0 * 8 + 0, 1 * 8 + 1, 2 * 8 + 3, 7 * 8 + 7]
-    assert pt.make_caption(four) == "red circle, green square, blue star and white ring"
+    assert shapes.fitting_caption(four) == "red circle, green square, blue star and white ring"
     # "hexagon" is 2 tokens: 4 x 3 + 3 = 15 even without articles; only the bare list fits.
     hexagons = [c * 8 + 4 for c in range(4)]
-    assert pt.make_caption(hexagons) == "red hexagon green hexagon blue hexagon yellow hexagon"
-    assert pt.category_prompts()[orange_ring] == "an orange ring"
-    assert pt.category_prompts()[0] == "a red circle"
+    assert (
+        shapes.fitting_caption(hexagons) == "red hexagon green hexagon blue hexagon yellow hexagon"
+    )
+    assert shapes.category_prompts()[orange_ring] == "an orange ring"
+    assert shapes.category_prompts()[0] == "a red circle"
 
 
 def _scene(seed, index, cats, size=64):
@@ -133,24 +138,84 @@ def test_iterator_is_deterministic_and_resumable():
 # -- training -----------------------------------------------------------------------------------
 
 
+def _pretrain_config(*sets: str):
+    from owl.train.config import load_config
+
+    tiny = [
+        "model.image_size=64", "model.vision_width=64", "model.vision_layers=1",
+        "model.vision_heads=2", "model.text_width=32", "model.text_layers=1",
+        "model.text_heads=2", "model.embed_dim=32", "batch_size=8", "tensorboard=False",
+        "eval.images_per_category=1", "eval.caption_images=16", "eval.caption_batch=8",
+    ]  # fmt: skip
+    return load_config(CONFIG_FILE, [*tiny, *sets])
+
+
 def test_training_lowers_the_contrastive_loss():
-    params = pt.init_pretrainer(TINY, jax.random.PRNGKey(0))
-    optimizer = pt.make_optimizer(
-        learning_rate=2e-3, num_steps=80, warmup_steps=5, weight_decay=0.0
+    config = _pretrain_config(
+        "learning_rate=2e-3", "num_steps=80", "warmup_steps=5", "weight_decay=0.0"
     )
+    params = pt.init_pretrainer(TINY, jax.random.PRNGKey(0))
+    optimizer = pt.make_optimizer(config)
     step = pt.make_train_step(pt.ContrastivePretrainer(TINY), optimizer)
-    opt_state = optimizer.init(params)
+    state = TrainState(
+        step=jnp.int32(0), params=params, opt_state=optimizer.init(params),
+        rng=jax.random.PRNGKey(1),
+    )  # fmt: skip
     losses = []
     # Fresh scenes every step: the loss can only fall by learning colours/shapes.
-    for i, batch in enumerate(pt.iterate_pair_batches(0, 32, num_steps=80, image_size=64,
-                                                      max_objects=1)):  # fmt: skip
-        params, opt_state, metrics = step(
-            params, opt_state, batch.images, batch.input_ids, jax.random.PRNGKey(i)
-        )
+    for batch in pt.iterate_pair_batches(0, 32, num_steps=80, image_size=64, max_objects=1):
+        state, metrics = step(state, batch.images, batch.input_ids)
         losses.append(float(metrics["loss"]))
+    assert int(state.step) == 80
     start, end = np.mean(losses[:5]), np.mean(losses[-10:])
     assert start > np.log(32) - 0.3  # at init no pair stands out: at least about ln(batch)
     assert end < 0.7 * start, (start, end)
+
+
+class _Stop(KeyboardInterrupt):
+    pass
+
+
+def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """As the trainer's resume test: same logged losses and bit-identical final weights."""
+    config = _pretrain_config(
+        "num_steps=6", "warmup_steps=1", "log_every=2", "checkpoint_every=2",
+        "vision_drop_path=0.1",  # stochastic depth: the resumed run must draw the same keys
+    )  # fmt: skip
+    whole = pt.pretrain(config, tmp_path / "whole", progress=False)
+
+    real = pt.iterate_pair_batches
+
+    def stops_before_step_6(seed, batch_size, *, start_step=0, **kwargs):
+        for n, batch in enumerate(real(seed, batch_size, start_step=start_step, **kwargs)):
+            if start_step + n == 5:  # steps 1-5 done, checkpoints at 2 and 4
+                raise _Stop
+            yield batch
+
+    monkeypatch.setattr(pt, "iterate_pair_batches", stops_before_step_6)
+    with pytest.raises(_Stop):
+        pt.pretrain(config, tmp_path / "stopped", progress=False)
+    monkeypatch.setattr(pt, "iterate_pair_batches", real)
+    assert not (tmp_path / "stopped" / pt.BACKBONE_FILE).exists()
+    with pytest.raises(pt.PretrainingError, match="latest step 4.*pass --resume"):
+        pt.pretrain(config, tmp_path / "stopped", progress=False)
+    resumed = pt.pretrain(config, tmp_path / "stopped", resume=True, progress=False)
+
+    def train_log(workdir):
+        return [
+            (r["step"], r["loss"], r["grad_norm"], r["lr"])
+            for r in read_jsonl(workdir / "metrics.jsonl") if r["split"] == "train"
+        ]  # fmt: skip
+
+    assert [row[0] for row in train_log(tmp_path / "whole")] == [2, 4, 6]
+    assert train_log(tmp_path / "stopped") == train_log(tmp_path / "whole")  # bit for bit
+    assert resumed["final_loss"] == whole["final_loss"]
+    _, a, _ = pt.read_backbone(tmp_path / "whole" / pt.BACKBONE_FILE)
+    _, b, _ = pt.read_backbone(tmp_path / "stopped" / pt.BACKBONE_FILE)
+    flat_a, flat_b = flatten_params(a), flatten_params(b)
+    assert set(flat_a) == set(flat_b)
+    for key in flat_a:
+        np.testing.assert_array_equal(flat_a[key], flat_b[key], err_msg=key)
 
 
 # -- retrieval evaluation -----------------------------------------------------------------------
@@ -254,11 +319,13 @@ def test_cli_writes_a_backbone_the_detector_can_load(tmp_path):
     assert set(params) == {"clip", "visual_projection"}
     assert params["visual_projection"].shape == (64, 32)
 
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [2, 3, 3]
-    assert set(log[-1]["retrieval"]) >= {"category_top1_base", "category_top1_novel"}
-    _, ckpt, ckpt_meta = pt.read_backbone(tmp_path / "checkpoint.safetensors")
-    assert ckpt_meta["step"] == "2"
+    log = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in log] == [(2, "train"), (3, "train"), (3, "eval")]
+    assert set(log[-1]) >= {"category_top1_base", "category_top1_novel"}
+    assert Checkpointer(tmp_path / pt.CHECKPOINT_DIR, max_to_keep=2).all_steps() == [2]
+
+    again = CliRunner().invoke(pretrain_cmd, args + [a for s in sets for a in ("--set", s)])
+    assert again.exit_code == 1 and "latest step 2); pass --resume" in again.output
 
 
 @pytest.mark.slow
@@ -288,7 +355,7 @@ def test_cli_rejects_bad_overrides(tmp_path, override, message):
     result = CliRunner().invoke(pretrain_cmd, args)
     assert result.exit_code == 2
     assert message in result.output
-    assert not (tmp_path / "log.jsonl").exists()
+    assert not (tmp_path / "metrics.jsonl").exists()
 
 
 def test_cli_rejects_groups_split_across_batches(tmp_path):

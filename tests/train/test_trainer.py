@@ -21,12 +21,12 @@ from owl.cli.train import train
 from owl.train.config import ConfigError, load_config
 
 from owl.checkpoints.owl_format import read_owl
+from owl.data.synthetic import make_example
 from owl.models.configs import get_variant
 from owl.train import trainer
 from owl.train.checkpointing import Checkpointer, CheckpointWriteError
 from owl.train.logging import read_jsonl
 from owl.train.optim import make_optimizer
-from owl.train.synthetic import make_example
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "train_tiny.py"
@@ -50,8 +50,8 @@ def _config(*extra: str):
 # checkpoints of steps 50 and 100.
 _SLOW_ENTRY = """
 import sys, time
-from owl.train.config import load_config
 from owl.train import trainer
+from owl.train.config import load_config
 
 class Slow:
     def __init__(self, loader): self.loader = loader
@@ -150,8 +150,8 @@ def _write_synthetic_coco(folder: Path, config) -> Path:
     """The 8 training images of `overfit_run` as a COCO dataset (PNG files + annotations)."""
     from PIL import Image
 
+    from owl.data.synthetic import CLASS_NAMES
     from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
-    from owl.train.synthetic import CLASS_NAMES
 
     d = config.data
     images, annotations = [], []
@@ -425,7 +425,7 @@ def test_clip_backbone_file_init_resizes_cuts_and_adds_new_heads(tmp_path):
     """A pretraining backbone file (clip/... keys plus a visual projection) starts a detector."""
     import safetensors.numpy
 
-    from owl.checkpoints.formats import flatten_params
+    from owl.checkpoints.tree import flatten_params
     from owl.models.owl_vit import PRIOR_PROB
     from owl.train.init import init_params, initial_params
 
@@ -460,7 +460,7 @@ def test_clip_backbone_file_init_resizes_cuts_and_adds_new_heads(tmp_path):
 
 
 def test_params_from_clip_names_a_backbone_that_does_not_fit():
-    from owl.checkpoints.formats import CheckpointError
+    from owl.checkpoints.tree import CheckpointError
     from owl.train.init import params_from_clip
 
     with pytest.raises(CheckpointError, match="not a CLIP-style backbone"):

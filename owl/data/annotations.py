@@ -1,5 +1,9 @@
 """Reading, validating and writing COCO/LVIS annotation and detection-results JSON.
 
+This is the one place that reads and writes these formats: the training data (`owl.data.coco`),
+evaluation (`owl.eval`) and the detection writers (`owl.inference.outputs`) all import it, and it
+imports nothing of theirs.
+
 Evaluation is only as trustworthy as its inputs, and the official evaluators fail on bad input with
 bare ``KeyError``/``AssertionError`` tracebacks (or, worse, silently ignore detections of unknown
 categories). This module turns every input problem into one :class:`EvalDataError` line that names
@@ -13,7 +17,8 @@ It holds:
 * :class:`ResultsTable` and :func:`load_results` — detections in the COCO results format
   (``image_id, category_id, bbox=[x, y, w, h], score``) held as columns, checked against the
   dataset's image and category ids.
-* :func:`write_results` — the inverse: a COCO/LVIS results JSON file.
+* :func:`write_results` — the inverse, and the only writer of the COCO results format: a
+  results JSON list, streamed row by row and written atomically.
 * :class:`CategoryMap` — contiguous class index <-> real category id <-> name. Models predict a
   class *index* (position among the queries); COCO ids are non-contiguous (1..90 with gaps) and
   LVIS ids start at 1, so results must be written with ``CategoryMap.ids_for_indices``. Unlike the
@@ -26,12 +31,13 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from owl.files import atomic_write
 
 #: How many offending ids an error message lists at most.
 MAX_LISTED = 10
@@ -404,44 +410,62 @@ def load_results(
     return table
 
 
-def _plain(value: Any) -> Any:
-    """Converts numpy scalars and arrays to Python numbers and lists, for json."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
+def _rows_from_mappings(rows: Iterable[Mapping[str, Any]]) -> ResultsTable:
+    """Results rows (numpy or Python numbers) -> a table; other keys are dropped."""
+    rows = list(rows)
+    if not rows:
+        return ResultsTable.empty()
+    return ResultsTable(
+        np.asarray([int(r["image_id"]) for r in rows], np.int64),
+        np.asarray([int(r["category_id"]) for r in rows], np.int64),
+        np.asarray([np.asarray(r["bbox"], np.float64) for r in rows]).reshape(-1, 4),
+        np.asarray([float(r["score"]) for r in rows], np.float64),
+    )
 
 
 def write_results(
-    path: str | os.PathLike, rows: ResultsTable | Iterable[Mapping[str, Any]]
+    path: str | os.PathLike,
+    rows: ResultsTable | Iterable[Mapping[str, Any]],
+    *,
+    chunk: int = 65536,
 ) -> Path:
-    """Writes detections as a COCO/LVIS results JSON list (atomically: temp file, then rename).
+    """Writes detections as a COCO/LVIS results JSON list, streamed and atomically.
+
+    One ``{"image_id":..,"category_id":..,"bbox":[x,y,w,h],"score":..}`` object per line.
+    Numbers are written as Python's ``repr`` (what ``json`` writes), ``chunk`` rows at a time, so
+    a file of millions of detections never exists as Python dicts in memory.
 
     Args:
         path: the output file; its folder is created if needed.
         rows: a :class:`ResultsTable`, or rows with ``image_id``, ``category_id``, ``bbox``,
-            ``score`` (numpy numbers are converted). Other keys are kept.
+            ``score`` (numpy numbers are converted; other keys are not written).
+        chunk: rows formatted per write.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(rows, ResultsTable):
-        plain = rows.to_rows()
-    else:
-        plain = [{k: _plain(v) for k, v in row.items()} for row in rows]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(plain, f, separators=(",", ":"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    table = rows if isinstance(rows, ResultsTable) else _rows_from_mappings(rows)
+    with atomic_write(path) as f:
+        f.write("[")
+        sep = ""
+        for start in range(0, len(table), chunk):
+            end = start + chunk
+            lines = []
+            for i, c, (x, y, w, h), s in zip(
+                table.image_ids[start:end].tolist(),
+                table.category_ids[start:end].tolist(),
+                table.boxes[start:end].tolist(),
+                table.scores[start:end].tolist(),
+                strict=True,
+            ):
+                lines.append(
+                    f'{sep}{{"image_id":{i},"category_id":{c},'
+                    f'"bbox":[{x!r},{y!r},{w!r},{h!r}],"score":{s!r}}}'
+                )
+                sep = ",\n"
+            f.write("".join(lines))
+        f.write("]\n")
     return path
 
 

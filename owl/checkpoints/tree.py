@@ -1,4 +1,4 @@
-"""The canonical parameter tree and what every checkpoint format shares.
+"""The canonical parameter tree that every checkpoint format converts to and from.
 
 owl keeps parameters as nested dicts of float32 NumPy arrays laid out exactly like the current
 official scenic tree (spec §1.10): `backbone/clip/{visual,text,logit_scale}`,
@@ -6,25 +6,17 @@ official scenic tree (spec §1.10): `backbone/clip/{visual,text,logit_scale}`,
 `obj_box_head/Dense_{0,1,2}` and, for OWLv2, `objectness_head/Dense_{0,1,2}`; transformer blocks
 are `resblocks_{i}` with LayerNorms `ln_0` (pre-attention) and `ln_1` (pre-MLP).
 
-Each on-disk format converts to and from that tree in its own module:
-
-  * `owl.checkpoints.official`: scenic Flax msgpack files, every naming era;
-  * `owl.checkpoints.transformers_format`: Hugging Face directories (config.json + safetensors);
-  * `owl.checkpoints.owl_format`: owl's own single safetensors file with the config inside.
-
-This module holds the format-independent parts: the error type, flattening, `check_params`,
-`infer_config` (architecture from shapes), `sniff_format` and `read_checkpoint`, which reads any
-supported path. The readers and writers are re-exported here lazily, so
-`from owl.checkpoints.formats import read_official` works without importing every format.
+This module is the base the format modules import (`owl.checkpoints.official`,
+`owl.checkpoints.transformers_format`, `owl.checkpoints.owl_format`); it imports none of them.
+It holds the error type, flattening, `check_params` and `infer_config` (architecture from
+shapes). Which format a path holds, and reading any of them, is `owl.checkpoints.load`.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +25,7 @@ from owl.models.configs import PAD_VALUE_V1, PAD_VALUE_V2, ModelConfig
 
 Params = dict[str, Any]  # nested dict of np.ndarray (float32)
 
+#: Suffixes of pickled (torch) checkpoints, which every reader refuses.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 PICKLE_HINT = (
     "owl never unpickles; convert it to safetensors with transformers: "
@@ -59,25 +52,8 @@ _CANONICAL = re.compile(
     )
 )
 
-# Reader/writer name -> module that defines it (resolved on first use, see `__getattr__`).
-_LAZY = {
-    "read_official": "owl.checkpoints.official",
-    "write_official": "owl.checkpoints.official",
-    "read_transformers": "owl.checkpoints.transformers_format",
-    "write_transformers": "owl.checkpoints.transformers_format",
-    "read_owl": "owl.checkpoints.owl_format",
-    "save_owl": "owl.checkpoints.owl_format",
-}
-
-
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names file and cause."""
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- tree helpers ------------------------------------------------------------------------------
@@ -276,101 +252,3 @@ _SHAPE_FIELDS = (
     "patch_size", "vision_width", "vision_layers", "vision_heads",
     "text_width", "text_layers", "text_heads", "embed_dim", "vocab_size", "context_length",
 )  # fmt: skip
-
-
-# -- which format is this? ---------------------------------------------------------------------
-
-
-def sniff_format(path: str | Path) -> str:
-    """Says which format a checkpoint path holds: "owl", "official", "transformers" or "pickle".
-
-    A directory with config.json (or a safetensors file next to one) is transformers; a
-    safetensors file whose metadata says format "owl" is owl's (also gzip-compressed, named
-    ".safetensors.gz"); a file that starts with a msgpack
-    map is an official Flax checkpoint; pickle or zip (torch.save) magic, or a .bin/.pt/.pth/...
-    suffix, is a pickle, which the readers refuse.
-
-    Raises:
-      CheckpointError: missing path or an unrecognised file.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return "transformers"
-        raise CheckpointError(f"{path}: directory has no config.json (not a transformers model)")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file or directory")
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return "pickle"
-    with path.open("rb") as f:
-        head = f.read(16)
-    if head.startswith(b"\x1f\x8b") and path.name.lower().endswith(".safetensors.gz"):
-        from owl.checkpoints.owl_format import is_owl_file
-
-        if is_owl_file(path):
-            return "owl"
-        raise CheckpointError(f"{path}: gzip file that is not an owl checkpoint")
-    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05"):
-        return "pickle"  # zip: torch.save; 0x80 0x02..0x05: a pickle protocol header
-    if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
-        from owl.checkpoints.owl_format import is_owl_file
-
-        if is_owl_file(path):
-            return "owl"
-        if (path.parent / "config.json").is_file():
-            return "transformers"
-        raise CheckpointError(
-            f"{path}: safetensors file without owl metadata and no config.json beside it; "
-            "pass the transformers model directory, or convert with `owl convert`"
-        )
-    if head[:1] and (0x80 <= head[0] <= 0x8F or head[0] in (0xDE, 0xDF)):
-        return "official"  # msgpack fixmap / map16 / map32
-    raise CheckpointError(
-        f"{path}: unrecognised checkpoint (expected an owl .safetensors file, an official Flax "
-        "msgpack checkpoint or a transformers model directory)"
-    )
-
-
-def read_checkpoint(
-    path: str | Path, *, config: ModelConfig | Mapping[str, Any] | None = None
-) -> tuple[ModelConfig, Params]:
-    """Reads any supported checkpoint path into (config, canonical params).
-
-    Args:
-      path: an owl .safetensors file, an official msgpack file, or a transformers directory
-        (or the safetensors file inside one).
-      config: explicit architecture (or field overrides) for official files, which carry no
-        config; for the other formats it must agree with the stored config.
-
-    Raises:
-      CheckpointError: unreadable, refused (pickle) or inconsistent checkpoints.
-    """
-    path = Path(path)
-    fmt = sniff_format(path)
-    if fmt == "pickle":
-        raise CheckpointError(f"{path}: refusing to read a pickled checkpoint; {PICKLE_HINT}")
-    if fmt == "official":
-        from owl.checkpoints.official import read_official
-
-        params = read_official(path)
-        stored = infer_config(params)
-    elif fmt == "owl":
-        from owl.checkpoints.owl_format import read_owl
-
-        stored, params = read_owl(path)
-    else:
-        from owl.checkpoints.transformers_format import read_transformers
-
-        stored, params = read_transformers(path if path.is_dir() else path.parent)
-    if config is None:
-        return stored, params
-    if isinstance(config, ModelConfig):
-        wanted = config
-    elif fmt == "official":
-        wanted = infer_config(params, overrides=config)
-    else:
-        wanted = stored.replace(**dict(config))
-    bad = config_mismatches(wanted, params)
-    if bad:
-        raise CheckpointError(f"{path}: the given config does not fit the weights: {bad[0]}")
-    return wanted, params

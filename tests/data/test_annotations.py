@@ -1,4 +1,4 @@
-"""Tests for owl.eval.results: loading, validation errors, writing, and the category-id map."""
+"""Tests for owl.data.annotations: loading, validation errors, writing, and the category-id map."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from owl.eval.results import (
+from owl.data.annotations import (
     CategoryMap,
     EvalDataError,
     ResultsTable,
@@ -204,3 +204,32 @@ def test_category_map_resolves_names_and_ids():
     assert cmap.resolve(["car", 90, "7", "PERSON", " train "]) == [1, 3, 7, 90]
     with pytest.raises(EvalDataError, match="unknown categories .*: 2, zebra"):
         cmap.resolve(["car", "zebra", "2"])
+
+
+def test_write_results_text_is_one_compact_object_per_line(tmp_path):
+    table = ResultsTable(
+        np.array([3, 3]), np.array([1, 90]), np.array([[0.5, 1.0, 2.0, 4.25], [0.1, 0, 1, 1]]),
+        np.array([0.875, 0.1]),
+    )  # fmt: skip
+    path = write_results(tmp_path / "d.json", table, chunk=1)
+    assert path.read_text() == (
+        '[{"image_id":3,"category_id":1,"bbox":[0.5,1.0,2.0,4.25],"score":0.875},\n'
+        '{"image_id":3,"category_id":90,"bbox":[0.1,0.0,1.0,1.0],"score":0.1}]\n'
+    )
+    assert write_results(tmp_path / "e.json", []).read_text() == "[]\n"
+
+
+def test_detect_coco_output_uses_the_same_writer(tmp_path):
+    from owl.inference.detections import Detections
+    from owl.inference.outputs import write_coco
+
+    det = Detections(
+        xyxy=np.array([[0.5, 1.0, 2.5, 5.25]], np.float32),
+        confidence=np.array([0.875], np.float32),
+        class_id=np.array([0]),
+        labels=np.array(["a"]),
+    )
+    write_coco(tmp_path / "o.coco.json", [det], image_ids=[7], category_ids=[90])
+    assert (tmp_path / "o.coco.json").read_text() == (
+        '[{"image_id":7,"category_id":90,"bbox":[0.5,1.0,2.0,4.25],"score":0.875}]\n'
+    )
