@@ -1,12 +1,18 @@
-"""Options and small helpers shared by `owl detect` and `owl embed-query`.
+"""Options, exit codes and small helpers shared by the `owl` commands.
 
-Each reusable option is defined once here as a decorator, so both commands spell, default and
-document it the same way. Only click is imported at module level: `owl --help` imports the
+Each reusable option is defined once here as a decorator, so every command spells, defaults and
+documents it the same way. Only click is imported at module level: `owl --help` imports the
 command modules to list them, and must not pay for JAX, NumPy or Pillow.
+
+Exit codes, the same for every command (`EXIT_CODES_HELP` is shown in each command's help):
+0 success; 1 the run failed, or some inputs failed while the others were still processed;
+2 usage error (bad option or argument, unknown model, unreadable model, config or query file,
+missing extra); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +21,54 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 success; 1 the run failed, or some inputs failed (the others are still
+processed and written); 2 usage error (bad option or argument, unknown model, unreadable
+model, config or query file, missing extra); 130 interrupted (Ctrl-C)."""
+
+# Modules of the [train] extra (pyproject.toml); `owl train` and `owl pretrain` need them.
+TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
+
+
+class UsageFailure(click.ClickException):
+    """A usage error printed as one "Error: ..." line, without the usage text (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def check_train_extra(command: str) -> None:
+    """Stops with one line naming `pip install "owl[train]"` when the [train] extra is missing.
+
+    Checked before training starts (after --print-config, which needs no extra), so a plain
+    install says what to install instead of showing a traceback.
+
+    Raises:
+      UsageFailure: a module of `TRAIN_EXTRA_MODULES` cannot be found (exit 2).
+    """
+    for name in TRAIN_EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a missing parent package, or a half-imported module
+            found = False
+        if not found:
+            raise UsageFailure(
+                f"`owl {command}` needs the training extra (module {name!r} is not installed); "
+                'install it with: pip install "owl[train]"'
+            )
+
+
+def config_option(f: F) -> F:
+    """--config NAME|FILE: a recipe shipped in owl/configs/ or a Python config file."""
+    from owl.train.config import recipe_names
+
+    return click.option(
+        "--config", "config_spec", required=True, metavar="NAME|FILE",
+        help="Training config: a recipe name (" + ", ".join(recipe_names()) + ") or a Python "
+        "file with get_config(). The recipes ship inside the package (owl/configs/).",
+    )(f)  # fmt: skip
 
 # The offline default: a tiny detector trained on ShapesWorld that ships inside the package
 # (issue 6), so `owl detect` works on a fresh machine without network. Real images need a real

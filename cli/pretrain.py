@@ -10,15 +10,11 @@ from pathlib import Path
 
 import click
 
+from owl.cli.options import EXIT_CODES_HELP, check_train_extra, config_option
 
-@click.command("pretrain")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Python config file with get_config(), e.g. configs/shapes_clip.py.",
-)
+
+@click.command("pretrain", epilog=EXIT_CODES_HELP)
+@config_option
 @click.option(
     "--workdir",
     required=True,
@@ -37,7 +33,7 @@ import click
 @click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def pretrain(
-    config_path: Path,
+    config_spec: str,
     workdir: Path,
     overrides: tuple[str, ...],
     print_config: bool,
@@ -50,19 +46,21 @@ def pretrain(
 
     \b
     Examples:
-      owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
-      owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --set num_steps=50
-      owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --print-config
+      owl pretrain --config shapes_clip --workdir runs/shapes_clip
+      owl pretrain --config shapes_clip --workdir /tmp/clip --set num_steps=50
+      owl pretrain --config shapes_clip --workdir /tmp/clip --print-config
     """
-    from owl.train.config import ConfigError, load_config
+    from owl.train.config import ConfigError, load_config, resolve_config
 
     try:
+        config_path = resolve_config(config_spec)
         config = load_config(config_path, overrides)
     except ConfigError as err:
-        raise click.UsageError(str(err)) from err
+        raise click.UsageError(str(err)) from None
     if print_config:
         click.echo(config)
         return
+    check_train_extra("pretrain")
 
     from owl.train.pretrain import pretrain as run_pretraining
 

@@ -113,7 +113,8 @@ def generate(out_dir: Path, num_images: int, seed: int, image_size: int, progres
     "--configs-dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="Folder holding shapes_clip.py and shapes_detect.py [default: the checkout's configs/].",
+    help="Folder holding shapes_clip.py and shapes_detect.py [default: the recipes shipped "
+    "in owl/configs/].",
 )
 @click.option(
     "--progress/--no-progress", default=True, show_default=True,
@@ -137,6 +138,9 @@ def reproduce(
           --model runs/shapes/shapes-tiny.safetensors.gz \\
           --query "red circle"
     """
+    from owl.cli.options import check_train_extra
+
+    check_train_extra("shapes reproduce")
     from owl.recipes import shapes as recipe
     from owl.train.config import ConfigError
 

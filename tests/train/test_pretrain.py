@@ -22,7 +22,7 @@ from owl.text.tokenizer import get_tokenizer
 from owl.train import pretrain as pt
 from owl.train.init import initial_params
 
-CONFIG_FILE = str(Path(__file__).parents[2] / "configs" / "shapes_clip.py")
+CONFIG_FILE = str(Path(__file__).parents[2] / "owl" / "configs" / "shapes_clip.py")
 
 # A very small CLIP: 64 px input, patch 16 (4x4 grid).
 TINY = ModelConfig(
