@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from owl.cli.options import (
+    EXIT_CODES_HELP,
     expand_image_args,
     load_detector,
     max_pixels_option,
@@ -52,13 +53,10 @@ Examples:
   owl detect a.jpg -q "a very long description of a small red vintage car parked by a \\
       fence" --truncate-long-queries
 
-\b
-Exit codes: 0 success; 1 some images failed (the others are still processed and written);
-2 usage error (no images or queries, bad option value, bad query, box or embedding file).
 """
 
 
-@click.command("detect", epilog=EPILOG)
+@click.command("detect", epilog=EPILOG + EXIT_CODES_HELP)
 @click.argument("images", nargs=-1, metavar="IMAGES...")
 @click.option(
     "-q", "--query", "queries", multiple=True, metavar="TEXT",

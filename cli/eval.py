@@ -14,10 +14,12 @@ from typing import Any
 
 import click
 
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure
+
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.command("eval")
+@click.command("eval", epilog=EXIT_CODES_HELP)
 @click.option(
     "--model",
     "model_name",
@@ -208,8 +210,8 @@ def eval_cmd(
             max_dets=max_dets,
             verbose=verbose,
         )
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+    except EvalDataError as e:  # an annotations, detections or log file that cannot be used
+        raise UsageFailure(str(e)) from None
 
     click.echo(_table(metrics))
     if output_dir is not None:
@@ -240,9 +242,12 @@ def _evaluate_model(
     verbose: bool,
 ) -> None:
     """The --model path: predict (resumable), write detections.json and metrics.json, report."""
+    from owl.cli.options import check_model_spec
     from owl.eval import predict
     from owl.eval.metrics import evaluate
     from owl.eval.results import CategoryMap, EvalDataError, detect_format, load_annotations
+
+    check_model_spec(model_name)
 
     try:
         templates = predict.resolve_templates(prompts)
@@ -299,8 +304,8 @@ def _evaluate_model(
             detector, selected, ensemble, output_dir, settings=settings, top_k=top_k,
             overwrite=overwrite, progress=True,
         )  # fmt: skip
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+    except EvalDataError as e:  # an annotations, detections or log file that cannot be used
+        raise UsageFailure(str(e)) from None
 
     click.echo(
         f"predicted {run.new} image(s), {run.resumed} already in {output_dir / predict.LOG_FILE}; "
@@ -326,8 +331,8 @@ def _evaluate_model(
             gt, run.results, fmt=fmt, novel_category_ids=novel, max_dets=max_dets,
             verbose=verbose,
         )  # fmt: skip
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+    except EvalDataError as e:  # an annotations, detections or log file that cannot be used
+        raise UsageFailure(str(e)) from None
 
     click.echo(_table(metrics))
     path = output_dir / "metrics.json"
@@ -371,7 +376,9 @@ def _detector(model_name: str, *, batch_size: int, resize: str) -> Any:
 
     try:
         model = load(model_name)
-    except (CheckpointError, UnknownModelError, DownloadError) as e:
+    except (CheckpointError, UnknownModelError) as e:
+        raise click.UsageError(f"--model {model_name}: {e}") from None
+    except DownloadError as e:
         raise click.ClickException(f"--model {model_name}: {e}") from None
     return Detector(model, batch_size=batch_size, resize_method=resize)
 

@@ -6,8 +6,10 @@ import json
 
 import click
 
+from owl.cli.options import EXIT_CODES_HELP
 
-@click.command("models")
+
+@click.command("models", epilog=EXIT_CODES_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option(
     "--path",
@@ -36,7 +38,7 @@ def models(as_json: bool, path_of: str | None) -> None:
         try:
             click.echo(str(registry.cached_path(path_of)))
         except KeyError as e:
-            raise click.ClickException(str(e)) from None
+            raise click.UsageError(f"--path: {e}") from None
         return
 
     rows = [

@@ -5,8 +5,9 @@ documents it the same way. Only click is imported at module level: `owl --help` 
 command modules to list them, and must not pay for JAX, NumPy or Pillow.
 
 Exit codes, the same for every command (`EXIT_CODES_HELP` is shown in each command's help):
-0 success; 1 the run failed, or some inputs failed while the others were still processed;
-2 usage error (bad option or argument, unknown model, unreadable model, config or query file,
+0 success; 1 some inputs failed while the others were still processed, or the work itself
+failed (a download, a write); 2 usage error: nothing was done because of what was asked (an
+option, an unknown model, an input file named on the command line that cannot be used, a
 missing extra); 130 interrupted (Ctrl-C).
 """
 
@@ -25,9 +26,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 EXIT_CODES_HELP = """\b
-Exit codes: 0 success; 1 the run failed, or some inputs failed (the others are still
-processed and written); 2 usage error (bad option or argument, unknown model, unreadable
-model, config or query file, missing extra); 130 interrupted (Ctrl-C)."""
+Exit codes: 0 success; 1 some inputs failed (the others are still processed and written)
+or the work failed (download, write); 2 usage error, nothing done: a bad option or argument,
+an unknown model, a model, config, query, annotations or detections file that cannot be
+used, a missing extra; 130 interrupted (Ctrl-C)."""
 
 # Modules of the [train] extra (pyproject.toml); `owl train` and `owl pretrain` need them.
 TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
@@ -140,6 +142,22 @@ def model_id(spec: str) -> str:
     """How a --model value is recorded in embedding files: an absolute path, or the name."""
     path = Path(spec)
     return str(path.resolve()) if path.exists() else spec.strip()
+
+
+def check_model_spec(spec: str) -> None:
+    """An unknown --model name is a usage error (exit 2) before any other work is done.
+
+    Raises:
+      click.UsageError: `spec` is neither an existing path nor a registry name.
+    """
+    from owl.checkpoints.registry import UnknownModelError, get_entry
+
+    if Path(spec).exists():
+        return
+    try:
+        get_entry(spec)
+    except UnknownModelError as e:
+        raise click.UsageError(f"--model {spec}: {e}") from None
 
 
 def load_detector(spec: str, *, batch_size: int = 4, max_pixels: int | None, quiet: bool):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from owl.cli.options import EXIT_CODES_HELP, check_train_extra, config_option
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
 
 
 @click.command("pretrain", epilog=EXIT_CODES_HELP)
@@ -67,7 +67,7 @@ def pretrain(
     try:
         summary = run_pretraining(config, workdir, progress=progress)
     except ValueError as err:  # bad architecture values, e.g. width not divisible by heads
-        raise click.ClickException(f"--config {config_path}: {err}") from err
+        raise UsageFailure(f"--config {config_path}: {err}") from None
     except OSError as err:
         raise click.ClickException(f"Could not write to {workdir}: {err}") from err
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from owl.cli.options import EXIT_CODES_HELP, check_train_extra, config_option
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
 from owl.train.config import ConfigError, load_config, resolve_config
 
 
@@ -96,15 +96,12 @@ def train(
         from owl.train.trainer import train_and_evaluate
 
         state = train_and_evaluate(config, workdir, resume=resume)
-    except (
-        TrainingError,
-        CheckpointWriteError,
-        CheckpointRestoreError,
-        CheckpointError,
-        DatasetError,
-        EvalDataError,
-    ) as e:
+    except CheckpointWriteError as e:  # the work failed (disk full, permissions)
         raise click.ClickException(str(e)) from None
+    except (
+        TrainingError, CheckpointRestoreError, CheckpointError, DatasetError, EvalDataError,
+    ) as e:  # the run cannot start or continue as asked: exit 2
+        raise UsageFailure(str(e)) from None
     import jax
 
     if jax.process_index() == 0:

@@ -317,6 +317,12 @@ def sniff_format(path: str | Path) -> str:
 
         if is_owl_file(path):
             return "owl"
+        damage = safetensors_damage(path)
+        if damage is not None:
+            raise CheckpointError(
+                f"{path}: truncated or corrupt safetensors file ({damage}); copy or download it "
+                "again (a registry model: delete the file and run again to re-download it)"
+            )
         if (path.parent / "config.json").is_file():
             return "transformers"
         raise CheckpointError(
@@ -329,6 +335,42 @@ def sniff_format(path: str | Path) -> str:
         f"{path}: unrecognised checkpoint (expected an owl .safetensors file, an official Flax "
         "msgpack checkpoint or a transformers model directory)"
     )
+
+
+def safetensors_damage(path: str | Path) -> str | None:
+    """Why a file that starts like a safetensors file cannot be one, or None if it looks whole.
+
+    Reads only the header: an 8-byte little-endian header length, that much JSON, then the
+    tensor data, whose end (the largest `data_offsets` end) must be the end of the file. Used so
+    that a cut-off download is called truncated, not "without owl metadata".
+    """
+    import json
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        (header_len,) = struct.unpack("<Q", head)
+        if 8 + header_len > size:
+            return f"the header needs {8 + header_len} bytes but the file has {size}"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, ValueError):
+            return "the header is not valid JSON"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object"
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
+    ]
+    expected = 8 + header_len + max(ends, default=0)
+    if expected != size:
+        return f"its header describes {expected} bytes but the file has {size}"
+    return None
 
 
 def read_checkpoint(

@@ -253,7 +253,7 @@ def test_models_path(cache):
 
 def test_models_path_unknown_name_is_user_error(cache):
     result = CliRunner().invoke(models, ["--path", "owlvit-b23"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown model 'owlvit-b23'. Did you mean 'owlvit-b32'?" in result.output
 
 
