@@ -54,9 +54,17 @@ def load(
     else:
         entry = registry.get_entry(str(source))  # raises UnknownModelError with suggestions
         path = registry.resolve(entry.name, progress=progress)
+        explicit = config is not None
         if config is None:
             config = get_variant(entry.variant)
-        cfg, params = read_checkpoint(path, config=config)
+        try:
+            cfg, params = read_checkpoint(path, config=config)
+        except CheckpointError as e:  # a damaged cached file: say how to get a good one
+            if explicit:
+                raise
+            raise CheckpointError(
+                f"{e} (the cached file of model {entry.name}: {registry.redownload_hint(entry.name)})"
+            ) from None
         label = entry.name
     check_params(params, param_shapes(cfg))
     return OwlModel(cfg, params, source=label)
