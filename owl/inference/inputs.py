@@ -113,7 +113,9 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
     Images whose stems collide get their parent folders prepended, joined by "__", until the
     names differ ("a/cat.jpg", "b/cat.jpg" -> "a__cat.png", "b__cat.png"); files that differ
     only in suffix ("cat.jpg", "cat.png") keep it in the name ("cat_jpg.png", "cat_png.png");
-    a counter settles anything left. Names are compared case-insensitively.
+    a counter settles anything left, such as an image whose own stem is "a__cat" (a drawn
+    copy from an earlier run: "a__cat-2.png"), so that it never pushes the same-named images
+    off the documented naming. Names are compared case-insensitively.
     """
     absolute = [Path(os.path.abspath(os.fspath(p))) for p in paths]
     same_place = collections.Counter((str(a.parent).lower(), a.stem.lower()) for a in absolute)
@@ -126,10 +128,11 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
     depth = [1] * len(parts)
     while True:
         names = [_NAME_JOINER.join(pp[-d:]) for pp, d in zip(parts, depth)]
-        counts = collections.Counter(n.lower() for n in names)
+        # Only images with the same stem grow their folder prefix; other clashes get a counter.
+        counts = collections.Counter((n.lower(), pp[-1].lower()) for n, pp in zip(names, parts))
         grew = False
         for i, name in enumerate(names):
-            if counts[name.lower()] > 1 and depth[i] < len(parts[i]):
+            if counts[(name.lower(), parts[i][-1].lower())] > 1 and depth[i] < len(parts[i]):
                 depth[i] += 1
                 grew = True
         if not grew:
@@ -144,6 +147,55 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
         used.add(candidate.lower())
         out.append(candidate + suffix)
     return out
+
+
+# -- a dataset's own ids (`owl detect --annotations`) -------------------------------------------
+
+
+def dataset_image_names(image: dict) -> str | None:
+    """The file an annotation-file image record names: `file_name`, else `coco_url`'s last part."""
+    name = image.get("file_name")
+    if isinstance(name, str) and name:
+        return name.replace("\\", "/")
+    url = image.get("coco_url") or image.get("flickr_url")
+    if isinstance(url, str) and url.rstrip("/"):
+        return url.rstrip("/").split("/")[-1]
+    return None
+
+
+def match_dataset_images(
+    paths: Sequence[str | os.PathLike], images: Sequence[dict]
+) -> list[int | None]:
+    """The dataset image id of each path, matched by file name; None where there is none.
+
+    A path matches an image record whose file name (`dataset_image_names`) is the path's last
+    parts: "val/000.png" matches `file_name` "000.png" and "val/000.png", not "train/000.png".
+    When several records end the same way, the one naming most of the path wins; a tie is no
+    match (None), since guessing would score detections against the wrong image.
+    """
+    by_base: dict[str, list[tuple[tuple[str, ...], int]]] = collections.defaultdict(list)
+    for record in images:
+        name = dataset_image_names(record)
+        if name is not None:
+            parts = tuple(p for p in name.split("/") if p not in ("", "."))
+            by_base[parts[-1]].append((parts, int(record["id"])))
+    out: list[int | None] = []
+    for path in paths:
+        parts = Path(os.path.abspath(os.fspath(path))).parts
+        fits = [(len(rp), i) for rp, i in by_base.get(parts[-1], []) if parts[-len(rp) :] == rp]
+        fits.sort(reverse=True)
+        if not fits or (len(fits) > 1 and fits[0][0] == fits[1][0]):
+            out.append(None)
+        else:
+            out.append(fits[0][1])
+    return out
+
+
+def match_categories(labels: Sequence[str], categories: Sequence[dict]) -> list[int | None]:
+    """The dataset category id of each query label, by name (exact, then ignoring case)."""
+    exact = {str(c["name"]): int(c["id"]) for c in categories}
+    folded = {name.casefold(): i for name, i in exact.items()}
+    return [exact.get(label, folded.get(label.casefold())) for label in labels]
 
 
 # -- boxes and exemplars ---------------------------------------------------------------------------
@@ -291,6 +343,8 @@ __all__ = [
     "expand_images",
     "group_exemplars",
     "is_image_name",
+    "match_categories",
+    "match_dataset_images",
     "parse_box",
     "read_queries_file",
     "split_threshold_suffix",

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -179,7 +180,11 @@ def write_detections(
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes atomically: readers never see a half-written file."""
+    """Writes atomically: readers never see a half-written file. "-" is stdout."""
+    if os.fspath(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
