@@ -9,6 +9,8 @@ Documentation for users: docs/detect.md.
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,8 +178,8 @@ def detect(
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
-    IMAGES are files, folders (add --recursive for subfolders) and glob patterns ("**" crosses
-    folders). Queries: --query / --queries-file (text), --query-image with --query-box
+    IMAGES are files, folders (add --recursive for subfolders), glob patterns ("**" crosses
+    folders) and http(s) URLs (fetched first: at most 64 MiB, 30 s without an answer). Queries: --query / --queries-file (text), --query-image with --query-box
     (exemplars), --query-embedding (from `owl embed-query`); they can be mixed. Each query is
     scored on its own (sigmoid), so scores of different queries are not a distribution.
 
@@ -245,26 +247,35 @@ def detect(
         save_dir.mkdir(parents=True, exist_ok=True)
     if output is not None and not to_stdout:
         output.parent.mkdir(parents=True, exist_ok=True)  # like --save-dir
+    local, url_errors = _fetch_urls(paths)
     done: list[tuple[int, Detections]] = []  # (position in paths, Detections)
     counts = [0] * len(query_set)
     bar = progress_bar(len(paths), quiet=quiet)
     results = detector.detect_each(
-        paths, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
+        local, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
         class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
     )  # fmt: skip
     for position, result in enumerate(results):
         bar.update(1)
+        if position in url_errors:
+            failures.append(url_errors[position])
+            continue
         if result.error is not None:
             failures.append(result.error)
             continue
-        detections = result.detections
+        detections, source = result.detections, result.source
+        if local[position] != paths[position]:  # a fetched URL: outputs name the URL
+            source = paths[position]
+            detections = dataclasses.replace(
+                detections, metadata={**detections.metadata, "path": source}
+            )
         done.append((position, detections))
         for query_index in detections.class_id:
             counts[int(query_index)] += 1
         if output is None:
-            write_line(_format_image(result.source, detections))
+            write_line(_format_image(source, detections))
         if save_dir is not None:
-            error = _draw(result.source, detections, save_dir / drawn_names[position])
+            error = _draw(local[position], detections, save_dir / drawn_names[position])
             if error is not None:
                 failures.append(error)
     bar.close()
@@ -299,6 +310,30 @@ def detect(
         for message in failures:
             write_line(f"  failed: {message}", err=True)
         click.get_current_context().exit(1)
+
+
+def _fetch_urls(paths: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Downloads the http(s) images into a temporary folder (removed when the command ends).
+
+    Returns:
+      (what to read for each image: the local copy for a URL, else the path itself; the error
+      line of each URL that could not be fetched, by position).
+    """
+    from owl.inference.inputs import InputError, fetch_image_url, is_url, url_file_name
+
+    local, errors = list(paths), {}
+    positions = [i for i, p in enumerate(paths) if is_url(p)]
+    if not positions:
+        return local, errors
+    folder = tempfile.TemporaryDirectory(prefix="owl-detect-")
+    click.get_current_context().call_on_close(folder.cleanup)
+    for i in positions:
+        try:
+            dest = Path(folder.name) / str(i) / url_file_name(paths[i])
+            local[i] = str(fetch_image_url(paths[i], dest))
+        except InputError as e:
+            errors[i] = str(e)
+    return local, errors
 
 
 def _count(n: int, noun: str) -> str:

@@ -7,6 +7,8 @@ objects, so that the command modules only handle arguments and printing. Every p
 `InputError` whose message is one line naming the file or value and saying what to do.
 
 Image expansion rules (`expand_images`):
+  * an http(s) URL is kept as given; `fetch_image_url` downloads it (with a size cap and a
+    timeout) before detection;
   * an existing file is taken as given, whatever its suffix (the loader reports a non-image);
   * a path that does not exist and has no glob characters is also kept, so that the detector
     reports it as a failed image and the rest of the batch goes on;
@@ -23,7 +25,12 @@ from __future__ import annotations
 
 import collections
 import glob
+import http.client
 import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +43,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
 )  # fmt: skip
 _GLOB_CHARS = ("*", "?", "[")
 _NAME_JOINER = "__"
+_URL = re.compile(r"https?://", re.IGNORECASE)
+
+#: An image URL may send at most this many bytes (a guard against endless or huge responses).
+URL_MAX_BYTES = 64 << 20
+#: Seconds to wait for the connection and for each read of an image URL.
+URL_TIMEOUT = 30.0
 
 
 class InputError(ValueError):
@@ -68,14 +81,60 @@ def expand_images(specs: Sequence[str | os.PathLike], *, recursive: bool = False
     for spec in specs:
         spec = os.fspath(spec)
         for path in _expand_one(spec, recursive):
-            key = os.path.realpath(path)
+            key = path if is_url(path) else os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
                 out.append(path)
     return out
 
 
+def is_url(spec: str | os.PathLike) -> bool:
+    """Whether an IMAGES argument is an http(s) URL (fetched, not looked up on disk)."""
+    return isinstance(spec, str) and _URL.match(spec) is not None
+
+
+def fetch_image_url(
+    url: str, dest: Path, *, max_bytes: int = URL_MAX_BYTES, timeout: float = URL_TIMEOUT
+) -> Path:
+    """Downloads an image URL to `dest` (a new file), refusing more than `max_bytes`.
+
+    The size is checked twice: a Content-Length above the cap stops before the body is read,
+    and a body that grows past it (no or a false Content-Length) stops at the cap.
+
+    Raises:
+      InputError: one line naming the URL: unreachable, an HTTP error, a timeout, too large.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "owl-detect/1"})
+    cap = f"more than {max_bytes / (1 << 20):g} MiB; download it and pass the file"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise InputError(f"{url}: the image is {int(length)} bytes, {cap}")
+            data = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise InputError(f"{url}: cannot fetch the image (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {timeout:g} s"
+        raise InputError(f"{url}: cannot fetch the image ({reason})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{url}: the image is {cap}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+def url_file_name(url: str) -> str:
+    """The file name an image URL ends in ("https://h/p/cat.jpg?s=2" -> "cat.jpg"), or "image"."""
+    name = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return urllib.parse.unquote(name) or "image"
+
+
 def _expand_one(spec: str, recursive: bool) -> list[str]:
+    if is_url(spec):
+        return [spec]
     path = Path(spec)
     if path.is_dir():
         found = _images_in_folder(path, recursive)
@@ -341,6 +400,9 @@ __all__ = [
     "InputError",
     "drawn_image_names",
     "expand_images",
+    "fetch_image_url",
+    "is_url",
+    "url_file_name",
     "group_exemplars",
     "is_image_name",
     "match_categories",
