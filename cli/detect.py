@@ -179,8 +179,9 @@ def detect(
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
     IMAGES are files, folders (add --recursive for subfolders), glob patterns ("**" crosses
-    folders) and http(s) URLs (fetched first: at most 64 MiB, 30 s without an answer). Queries: --query / --queries-file (text), --query-image with --query-box
-    (exemplars), --query-embedding (from `owl embed-query`); they can be mixed. Each query is
+    folders) and http(s) URLs (fetched first: at most 64 MiB, 30 s without an answer).
+    Queries: --query / --queries-file (text), --query-image with --query-box (exemplars),
+    --query-embedding (from `owl embed-query`); they can be mixed. Each query is
     scored on its own (sigmoid), so scores of different queries are not a distribution.
 
     Detections go to --output, or are printed per image; a summary table goes to stderr.

@@ -72,6 +72,7 @@ def config_option(f: F) -> F:
         "file with get_config(). The recipes ship inside the package (owl/configs/).",
     )(f)  # fmt: skip
 
+
 # The offline default: a tiny detector trained on ShapesWorld that ships inside the package
 # (issue 6), so `owl detect` works on a fresh machine without network. Real images need a real
 # model such as owlv2-b16-ensemble (a 590 MiB download on first use).

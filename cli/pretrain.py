@@ -17,10 +17,10 @@ from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, co
 @config_option
 @click.option(
     "--workdir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Output directory: log.jsonl, checkpoint.safetensors, backbone.safetensors, "
-    "retrieval.json.",
+    "retrieval.json (required except with --print-config).",
 )
 @click.option(
     "--set",
@@ -34,7 +34,7 @@ from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, co
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def pretrain(
     config_spec: str,
-    workdir: Path,
+    workdir: Path | None,
     overrides: tuple[str, ...],
     print_config: bool,
     progress: bool,
@@ -48,7 +48,7 @@ def pretrain(
     Examples:
       owl pretrain --config shapes_clip --workdir runs/shapes_clip
       owl pretrain --config shapes_clip --workdir /tmp/clip --set num_steps=50
-      owl pretrain --config shapes_clip --workdir /tmp/clip --print-config
+      owl pretrain --config shapes_clip --print-config
     """
     from owl.train.config import ConfigError, load_config, resolve_config
 
@@ -60,6 +60,8 @@ def pretrain(
     if print_config:
         click.echo(config)
         return
+    if workdir is None:
+        raise click.UsageError("missing option '--workdir' (the output directory)")
     check_train_extra("pretrain")
 
     from owl.train.pretrain import pretrain as run_pretraining

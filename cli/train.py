@@ -19,9 +19,10 @@ from owl.train.config import ConfigError, load_config, resolve_config
 @config_option
 @click.option(
     "--workdir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: checkpoints, metrics.jsonl, tensorboard/, model.safetensors.",
+    default=None,
+    help="Run folder: checkpoints, metrics.jsonl, tensorboard/, model.safetensors (required "
+    "except with --print-config).",
 )
 @click.option(
     "--set",
@@ -52,7 +53,7 @@ from owl.train.config import ConfigError, load_config, resolve_config
 @click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 def train(
     config_spec: str,
-    workdir: Path,
+    workdir: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
     coordinator: str | None,
@@ -74,7 +75,7 @@ def train(
           --set data.train_annotations=ann.json --set data.train_images=images/
       owl train --config finetune_owlvit_b32 --workdir runs/b32 --resume
       owl train --config my_recipe.py --workdir runs/mine
-      owl train --config train_tiny --workdir runs/t --set optim.lr=1e-3 --print-config
+      owl train --config train_tiny --set optim.lr=1e-3 --print-config
     """
     try:
         config = load_config(resolve_config(config_spec), overrides)
@@ -83,6 +84,8 @@ def train(
     if print_config:
         click.echo(config)
         return
+    if workdir is None:
+        raise click.UsageError("missing option '--workdir' (the run folder)")
     check_train_extra("train")
 
     from owl.checkpoints.formats import CheckpointError
@@ -99,7 +102,11 @@ def train(
     except CheckpointWriteError as e:  # the work failed (disk full, permissions)
         raise click.ClickException(str(e)) from None
     except (
-        TrainingError, CheckpointRestoreError, CheckpointError, DatasetError, EvalDataError,
+        TrainingError,
+        CheckpointRestoreError,
+        CheckpointError,
+        DatasetError,
+        EvalDataError,
     ) as e:  # the run cannot start or continue as asked: exit 2
         raise UsageFailure(str(e)) from None
     import jax

@@ -62,9 +62,8 @@ def load(
         except CheckpointError as e:  # a damaged cached file: say how to get a good one
             if explicit:
                 raise
-            raise CheckpointError(
-                f"{e} (the cached file of model {entry.name}: {registry.redownload_hint(entry.name)})"
-            ) from None
+            hint = registry.redownload_hint(entry.name)
+            raise CheckpointError(f"{e} (the cached file of model {entry.name}: {hint})") from None
         label = entry.name
     check_params(params, param_shapes(cfg))
     return OwlModel(cfg, params, source=label)

@@ -186,9 +186,11 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
         parts.append([*a.parent.parts[1:], stem])
     depth = [1] * len(parts)
     while True:
-        names = [_NAME_JOINER.join(pp[-d:]) for pp, d in zip(parts, depth)]
+        names = [_NAME_JOINER.join(pp[-d:]) for pp, d in zip(parts, depth, strict=True)]
         # Only images with the same stem grow their folder prefix; other clashes get a counter.
-        counts = collections.Counter((n.lower(), pp[-1].lower()) for n, pp in zip(names, parts))
+        counts = collections.Counter(
+            (n.lower(), pp[-1].lower()) for n, pp in zip(names, parts, strict=True)
+        )
         grew = False
         for i, name in enumerate(names):
             if counts[(name.lower(), parts[i][-1].lower())] > 1 and depth[i] < len(parts[i]):
@@ -307,7 +309,7 @@ def group_exemplars(
     elif len(images) == 1:
         exemplars = [(images[0], box) for box in boxes]
     elif len(images) == len(boxes):
-        exemplars = list(zip(images, boxes))
+        exemplars = list(zip(images, boxes, strict=True))
     else:
         raise InputError(
             f"got {len(images)} --query-image and {len(boxes)} --query-box; give one box per "
@@ -324,7 +326,7 @@ def group_exemplars(
         )
     groups: dict[str, list] = {}
     thresholds: dict[str, float | None] = {}
-    for exemplar, spec in zip(exemplars, labels):
+    for exemplar, spec in zip(exemplars, labels, strict=True):
         try:
             parsed = parse_text_query(spec)
         except ValueError as e:

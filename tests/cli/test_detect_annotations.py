@@ -66,7 +66,8 @@ def test_ids_are_the_datasets_by_file_and_category_name(tmp_path, dataset):
     for record in json.loads(plain.read_text())["results"]:
         for det in record["detections"]:
             x0, y0, x1, y1 = det["box"]
-            expected.append((image_id[Path(record["image"]["path"]).name], category_id[det["label"]],
+            name = Path(record["image"]["path"]).name
+            expected.append((image_id[name], category_id[det["label"]],
                              round(x0, 3), round(y0, 3), round(x1 - x0, 3), round(y1 - y0, 3),
                              det["score"]))  # fmt: skip
     got = [(r["image_id"], r["category_id"], *(round(v, 3) for v in r["bbox"]), r["score"])

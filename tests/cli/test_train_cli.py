@@ -1,4 +1,4 @@
-"""`owl train` / `owl pretrain`: recipe names, and one line instead of a traceback without [train]."""
+"""`owl train` / `owl pretrain`: recipe names; one line, not a traceback, without [train]."""
 
 from __future__ import annotations
 
@@ -19,11 +19,17 @@ from owl.cli.main import cli
 )
 def test_config_takes_a_recipe_name_from_any_folder(tmp_path, monkeypatch, command, recipe, line):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(
-        cli, [command, "--config", recipe, "--workdir", "w", "--print-config"]
-    )
+    result = CliRunner().invoke(cli, [command, "--config", recipe, "--print-config"])
     assert result.exit_code == 0, result.output
     assert line in result.output
+    assert list(tmp_path.iterdir()) == []  # printing writes nothing
+
+
+@pytest.mark.parametrize("command", ["train", "pretrain"])
+def test_workdir_is_needed_to_run(command):
+    result = CliRunner().invoke(cli, [command, "--config", "train_tiny"])
+    assert result.exit_code == 2
+    assert "Error: missing option '--workdir'" in result.output
 
 
 def test_help_lists_the_recipe_names():

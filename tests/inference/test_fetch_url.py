@@ -69,7 +69,8 @@ def test_fetch_writes_the_served_bytes(server, tmp_path):
 
 def test_fetch_http_error_names_the_url(server, tmp_path):
     url = f"{server.base}/missing.png"
-    with pytest.raises(InputError, match=rf"^{url}: cannot fetch the image \(HTTP 404 Not Found\)$"):
+    message = rf"^{url}: cannot fetch the image \(HTTP 404 Not Found\)$"
+    with pytest.raises(InputError, match=message):
         fetch_image_url(url, tmp_path / "m.png")
 
 
@@ -92,7 +93,8 @@ def test_fetch_stops_an_undeclared_body_at_the_cap(server, tmp_path):
 
 def test_fetch_times_out(server, tmp_path):
     url = f"{server.base}/stall.png"
-    with pytest.raises(InputError, match=rf"^{url}: cannot fetch the image \(no answer within 0.3 s\)$"):
+    message = rf"^{url}: cannot fetch the image \(no answer within 0.3 s\)$"
+    with pytest.raises(InputError, match=message):
         fetch_image_url(url, tmp_path / "s.png", timeout=0.3)
 
 
