@@ -5,10 +5,10 @@ sharding over all local devices, optimiser, per-example clipping), with random i
 and synthetic batches of the training batch contract, then times steps after compilation.
 
 Usage:
-    python benchmarks/train_bench.py --config configs/train_tiny.py --steps 20
-    python benchmarks/train_bench.py --config configs/finetune_owlvit_b32.py --batch-size 2 \
+    python benchmarks/train_bench.py --config owl/configs/train_tiny.py --steps 20
+    python benchmarks/train_bench.py --config owl/configs/finetune_owlvit_b32.py --batch-size 2 \
         --steps 3
-    python benchmarks/train_bench.py --config configs/finetune_owlvit_b32.py --batch-size 2 \
+    python benchmarks/train_bench.py --config owl/configs/finetune_owlvit_b32.py --batch-size 2 \
         --set optim.clip=global --json results.json
 """
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "train_tiny.py"))
+    parser.add_argument("--config", default=str(REPO / "owl" / "configs" / "train_tiny.py"))
     parser.add_argument(
         "--batch-size", type=int, default=None, help="global batch (default: config)"
     )

@@ -9,12 +9,15 @@ Documentation for users: docs/detect.md.
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from owl.cli.options import (
+    EXIT_CODES_HELP,
     expand_image_args,
     load_detector,
     max_pixels_option,
@@ -52,13 +55,10 @@ Examples:
   owl detect a.jpg -q "a very long description of a small red vintage car parked by a \\
       fence" --truncate-long-queries
 
-\b
-Exit codes: 0 success; 1 some images failed (the others are still processed and written);
-2 usage error (no images or queries, bad option value, bad query, box or embedding file).
 """
 
 
-@click.command("detect", epilog=EPILOG)
+@click.command("detect", epilog=EPILOG + EXIT_CODES_HELP)
 @click.argument("images", nargs=-1, metavar="IMAGES...")
 @click.option(
     "-q", "--query", "queries", multiple=True, metavar="TEXT",
@@ -117,10 +117,23 @@ Exit codes: 0 success; 1 some images failed (the others are still processed and 
     help="Images encoded per forward pass.",
 )  # fmt: skip
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+    "-o", "--output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    metavar="FILE",
     help="Write detections to FILE: *.json (owl schema, see docs/detect.md), *.csv (one row "
-    "per detection) or *.coco.json (COCO results; image_id = position in the image list, "
-    "category_id = query index). Without it, detections are printed.",
+    "per detection) or *.coco.json (COCO results; image_id = position in the image list and "
+    "category_id = query index, unless --annotations gives the dataset's own). '-' writes to "
+    "stdout, in --output-format. Without it, detections are printed.",
+)  # fmt: skip
+@click.option(
+    "--output-format", type=click.Choice(["json", "csv", "coco"]), default=None,
+    help="Format for -o - (stdout) [default: json]; for a file, the name's suffix decides.",
+)  # fmt: skip
+@click.option(
+    "--annotations", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="COCO/LVIS dataset JSON: write COCO results with its own ids, so `owl eval "
+    "--detections` reads them. An image's id is found by file name, a query's by category "
+    "name; without queries, every category is a query. Needs COCO output (*.coco.json).",
 )  # fmt: skip
 @click.option(
     "--save-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
@@ -155,6 +168,8 @@ def detect(
     max_detections: int,
     batch_size: int,
     output: Path | None,
+    output_format: str | None,
+    annotations: Path | None,
     save_dir: Path | None,
     recursive: bool,
     quiet: bool,
@@ -163,9 +178,10 @@ def detect(
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
-    IMAGES are files, folders (add --recursive for subfolders) and glob patterns ("**" crosses
-    folders). Queries: --query / --queries-file (text), --query-image with --query-box
-    (exemplars), --query-embedding (from `owl embed-query`); they can be mixed. Each query is
+    IMAGES are files, folders (add --recursive for subfolders), glob patterns ("**" crosses
+    folders) and http(s) URLs (fetched first: at most 64 MiB, 30 s without an answer).
+    Queries: --query / --queries-file (text), --query-image with --query-box (exemplars),
+    --query-embedding (from `owl embed-query`); they can be mixed. Each query is
     scored on its own (sigmoid), so scores of different queries are not a distribution.
 
     Detections go to --output, or are printed per image; a summary table goes to stderr.
@@ -174,21 +190,31 @@ def detect(
     from owl.inference.inputs import drawn_image_names
 
     # -- cheap checks first: nothing heavy is loaded for a usage error ---------------------------
-    if output is not None:
-        if not output.name.lower().endswith(OUTPUT_SUFFIXES):
-            raise click.UsageError(
-                f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json"
-            )
+    to_stdout = output is not None and str(output) == "-"
+    fmt = _output_format(output, output_format, to_stdout)
+    if output is not None and not to_stdout:
         if output.parent.exists() and not output.parent.is_dir():
             raise click.UsageError(f"--output {output}: {output.parent} is not a folder")
+    if annotations is not None and fmt != "coco":
+        raise click.UsageError(
+            "--annotations gives COCO results the dataset's ids; write them with "
+            "--output FILE.coco.json (or -o - --output-format coco)"
+        )
+    dataset = _load_dataset(annotations) if annotations is not None else None
     paths = expand_image_args(images, recursive)
     if not paths:
         raise click.UsageError("no images given; pass image files, folders or glob patterns")
+    total = len(paths)
 
     request, embedding_files = _collect_queries(
         queries, queries_file, query_images, query_boxes, query_labels, query_method,
         query_embeddings,
     )  # fmt: skip
+    if not request and dataset is not None:
+        from owl.inference.queries import TextQuery
+
+        categories = sorted(dataset["categories"], key=lambda c: c["id"])
+        request = [TextQuery(str(c["name"])) for c in categories]
     if not request:
         raise click.UsageError(
             "no queries given; pass --query TEXT, --queries-file FILE, --query-image IMG "
@@ -207,62 +233,172 @@ def detect(
     for note in (*notes, *query_set.notes):
         write_line(f"note: {note}", err=True)
 
+    # -- the dataset's ids (--annotations): a query must be a category, an image a record -------
+    failures: list[str] = []
+    image_ids: list[int] | None = None
+    category_ids: list[int] | None = None
+    if dataset is not None:
+        category_ids = _category_ids(query_set.labels, dataset, annotations)
+        paths, image_ids, unmatched = _image_ids(paths, dataset)
+        failures += [f"{p}: no image with that file name in {annotations}" for p in unmatched]
+
     # -- detection -----------------------------------------------------------------------------
     drawn_names = drawn_image_names(paths) if save_dir is not None else []
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
-    if output is not None:
+    if output is not None and not to_stdout:
         output.parent.mkdir(parents=True, exist_ok=True)  # like --save-dir
+    local, url_errors = _fetch_urls(paths)
     done: list[tuple[int, Detections]] = []  # (position in paths, Detections)
-    failures: list[str] = []
     counts = [0] * len(query_set)
     bar = progress_bar(len(paths), quiet=quiet)
     results = detector.detect_each(
-        paths, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
+        local, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
         class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
     )  # fmt: skip
     for position, result in enumerate(results):
         bar.update(1)
+        if position in url_errors:
+            failures.append(url_errors[position])
+            continue
         if result.error is not None:
             failures.append(result.error)
             continue
-        detections = result.detections
+        detections, source = result.detections, result.source
+        if local[position] != paths[position]:  # a fetched URL: outputs name the URL
+            source = paths[position]
+            detections = dataclasses.replace(
+                detections, metadata={**detections.metadata, "path": source}
+            )
         done.append((position, detections))
         for query_index in detections.class_id:
             counts[int(query_index)] += 1
         if output is None:
-            write_line(_format_image(result.source, detections))
+            write_line(_format_image(source, detections))
         if save_dir is not None:
-            error = _draw(result.source, detections, save_dir / drawn_names[position])
+            error = _draw(local[position], detections, save_dir / drawn_names[position])
             if error is not None:
                 failures.append(error)
     bar.close()
 
     # -- outputs, summary, failures ------------------------------------------------------------
     if output is not None:
-        from owl.inference.outputs import write_detections
+        from owl.inference.outputs import write_coco, write_csv, write_json
 
+        results = [d for _, d in done]
+        ids = [position if image_ids is None else image_ids[position] for position, _ in done]
         try:
-            write_detections(
-                output, [d for _, d in done], image_ids=[position for position, _ in done]
-            )
+            if fmt == "coco":
+                write_coco(output, results, ids, category_ids)
+            elif fmt == "csv":
+                write_csv(output, results)
+            else:
+                write_json(output, results)
         except OSError as e:
             raise click.ClickException(f"{output}: cannot write the output file ({e})") from None
-        if not quiet:
-            write_line(f"wrote {output} ({len(done)} images)", err=True)
+        if not quiet and not to_stdout:
+            write_line(f"wrote {output} ({_count(len(done), 'image')})", err=True)
     if save_dir is not None and not quiet:
         write_line(f"wrote drawn images to {save_dir}", err=True)
     if not quiet:
         thresholds = [threshold if t is None else t for t in query_set.thresholds]
         write_line(
-            _summary(len(done), len(paths) - len(done), query_set.labels, thresholds, counts),
+            _summary(len(done), total - len(done), query_set.labels, thresholds, counts),
             err=True,
         )
     if failures:
-        write_line(f"{len(failures)} of {len(paths)} images failed:", err=True)
+        write_line(f"{len(failures)} of {_count(total, 'image')} failed:", err=True)
         for message in failures:
             write_line(f"  failed: {message}", err=True)
         click.get_current_context().exit(1)
+
+
+def _fetch_urls(paths: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Downloads the http(s) images into a temporary folder (removed when the command ends).
+
+    Returns:
+      (what to read for each image: the local copy for a URL, else the path itself; the error
+      line of each URL that could not be fetched, by position).
+    """
+    from owl.inference.inputs import InputError, fetch_image_url, is_url, url_file_name
+
+    local, errors = list(paths), {}
+    positions = [i for i, p in enumerate(paths) if is_url(p)]
+    if not positions:
+        return local, errors
+    folder = tempfile.TemporaryDirectory(prefix="owl-detect-")
+    click.get_current_context().call_on_close(folder.cleanup)
+    for i in positions:
+        try:
+            dest = Path(folder.name) / str(i) / url_file_name(paths[i])
+            local[i] = str(fetch_image_url(paths[i], dest))
+        except InputError as e:
+            errors[i] = str(e)
+    return local, errors
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 image", "2 images"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _output_format(output: Path | None, output_format: str | None, to_stdout: bool) -> str | None:
+    """The output format: --output-format for stdout, else the file name's suffix."""
+    if output is None:
+        if output_format is not None:
+            raise click.UsageError("--output-format applies with --output - (stdout)")
+        return None
+    if to_stdout:
+        return output_format or "json"
+    name = output.name.lower()
+    if not name.endswith(OUTPUT_SUFFIXES):
+        raise click.UsageError(
+            f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json, "
+            "or pass - for stdout"
+        )
+    fmt = "coco" if name.endswith(".coco.json") else "csv" if name.endswith(".csv") else "json"
+    if output_format is not None and output_format != fmt:
+        raise click.UsageError(
+            f"--output-format {output_format} contradicts the file name {output.name} ({fmt}); "
+            "drop one"
+        )
+    return fmt
+
+
+def _load_dataset(path: Path) -> dict:
+    """--annotations FILE, validated; an unusable file is a usage error (exit 2)."""
+    from owl.cli.options import UsageFailure
+    from owl.data.annotations import EvalDataError, load_annotations
+
+    try:
+        return load_annotations(path)
+    except EvalDataError as e:
+        raise UsageFailure(f"--annotations {e}") from None
+
+
+def _category_ids(labels: Sequence[str], dataset: dict, path: Path) -> list[int]:
+    """The dataset's category id of each query; a query that is no category is exit 2."""
+    from owl.inference.inputs import match_categories
+
+    ids = match_categories(labels, dataset["categories"])
+    unknown = [label for label, i in zip(labels, ids, strict=True) if i is None]
+    if unknown:
+        names = ", ".join(repr(u) for u in unknown[:10])
+        raise click.UsageError(
+            f"--annotations {path}: no category named {names}; name each query after a "
+            "category of the dataset (or give no query to use them all)"
+        )
+    return [int(i) for i in ids]  # type: ignore[arg-type]
+
+
+def _image_ids(paths: Sequence[str], dataset: dict) -> tuple[list[str], list[int], list[str]]:
+    """(paths found in the dataset, their image ids, paths not found) by file name."""
+    from owl.inference.inputs import match_dataset_images
+
+    ids = match_dataset_images(paths, dataset["images"])
+    kept = [(p, i) for p, i in zip(paths, ids, strict=True) if i is not None]
+    unmatched = [p for p, i in zip(paths, ids, strict=True) if i is None]
+    return [p for p, _ in kept], [int(i) for _, i in kept], unmatched
 
 
 def _collect_queries(

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from owl.cli.options import (
+    EXIT_CODES_HELP,
     load_detector,
     max_pixels_option,
     max_pixels_value,
@@ -34,13 +35,10 @@ Examples:
   owl embed-query --query "a red fire hydrant" --label hydrant -o hydrant.npz
   owl detect photos/ --query-embedding dog.npz@0.2 --output dogs.json
 
-\b
-Exit codes: 0 success; 2 usage error (bad box, box outside the image or of zero area,
-unreadable query image, empty or over-long text).
 """
 
 
-@click.command("embed-query", epilog=EPILOG)
+@click.command("embed-query", epilog=EPILOG + EXIT_CODES_HELP)
 @model_option
 @query_image_options
 @click.option(

@@ -14,12 +14,19 @@ from typing import Any
 
 import click
 
-from owl.cli.options import DEFAULT_MAX_IMAGE_PIXELS, load_detector, model_id
+from owl.cli.options import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    EXIT_CODES_HELP,
+    UsageFailure,
+    check_model_spec,
+    load_detector,
+    model_id,
+)
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-@click.command("eval")
+@click.command("eval", epilog=EXIT_CODES_HELP)
 @click.option(
     "--model",
     "model_name",
@@ -210,8 +217,8 @@ def eval_cmd(
             max_dets=max_dets,
             verbose=verbose,
         )
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+    except EvalDataError as e:  # an annotations, detections or log file that cannot be used
+        raise UsageFailure(str(e)) from None
 
     click.echo(_table(metrics))
     if output_dir is not None:
@@ -248,6 +255,8 @@ def _evaluate_model(
     from owl.eval.prompts import resolve_templates
     from owl.eval.runlog import LOG_FILE
 
+    check_model_spec(model_name)
+
     try:
         resolve_templates(prompts)
     except ValueError as e:
@@ -258,7 +267,7 @@ def _evaluate_model(
         if novel_categories is not None:
             novel = CategoryMap.from_annotations(dataset).resolve(_tokens(novel_categories))
     except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+        raise UsageFailure(str(e)) from None
     detector = load_detector(
         model_name, batch_size=batch_size, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, quiet=False,
         resize_method=resize,
@@ -274,8 +283,8 @@ def _evaluate_model(
         raise click.ClickException(
             f"{e}; check --images, or pass --skip-missing to evaluate the others"
         ) from None
-    except EvalDataError as e:
-        raise click.ClickException(str(e)) from None
+    except EvalDataError as e:  # an annotations, detections or log file that cannot be used
+        raise UsageFailure(str(e)) from None
 
     run = result.run
     if result.missing:

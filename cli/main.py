@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from typing import Any
 
 import click
+
+from owl.cli.options import EXIT_CODES_HELP, EXIT_INTERRUPTED
 
 # command name -> (module inside owl.cli, attribute). A command whose module is not present in
 # this build is simply not listed.
@@ -31,6 +34,14 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(name for name, (mod, _) in COMMANDS.items() if _module_exists(mod))
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """Runs the subcommand; Ctrl-C exits with 130 (the shell's 128 + SIGINT), not click's 1."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS or not _module_exists(COMMANDS[cmd_name][0]):
             return None
@@ -45,7 +56,9 @@ def _module_exists(name: str) -> bool:
         return False
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP
+)
 @click.version_option(package_name="owl")
 def cli() -> None:
     """owl: open-vocabulary object detection with OWL-ViT and OWLv2 (JAX/Flax).

@@ -1,12 +1,19 @@
-"""Options and small helpers shared by the commands (`owl detect`, `owl embed-query`, `owl eval`).
+"""Options, exit codes and small helpers shared by the `owl` commands.
 
-Each reusable option is defined once here as a decorator, so both commands spell, default and
-document it the same way. Only click is imported at module level: `owl --help` imports the
+Each reusable option is defined once here as a decorator, so every command spells, defaults and
+documents it the same way. Only click is imported at module level: `owl --help` imports the
 command modules to list them, and must not pay for JAX, NumPy or Pillow.
+
+Exit codes, the same for every command (`EXIT_CODES_HELP` is shown in each command's help):
+0 success; 1 some inputs failed while the others were still processed, or the work itself
+failed (a download, a write); 2 usage error: nothing was done because of what was asked (an
+option, an unknown model, an input file named on the command line that cannot be used, a
+missing extra); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +22,56 @@ from typing import Any, TypeVar
 import click
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+EXIT_CODES_HELP = """\b
+Exit codes: 0 success; 1 some inputs failed (the others are still processed and written)
+or the work failed (download, write); 2 usage error, nothing done: a bad option or argument,
+an unknown model, a model, config, query, annotations or detections file that cannot be
+used, a missing extra; 130 interrupted (Ctrl-C)."""
+
+# Modules of the [train] extra (pyproject.toml); `owl train` and `owl pretrain` need them.
+TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
+
+
+class UsageFailure(click.ClickException):
+    """A usage error printed as one "Error: ..." line, without the usage text (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+def check_train_extra(command: str) -> None:
+    """Stops with one line naming `pip install "owl[train]"` when the [train] extra is missing.
+
+    Checked before training starts (after --print-config, which needs no extra), so a plain
+    install says what to install instead of showing a traceback.
+
+    Raises:
+      UsageFailure: a module of `TRAIN_EXTRA_MODULES` cannot be found (exit 2).
+    """
+    for name in TRAIN_EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a missing parent package, or a half-imported module
+            found = False
+        if not found:
+            raise UsageFailure(
+                f"`owl {command}` needs the training extra (module {name!r} is not installed); "
+                'install it with: pip install "owl[train]"'
+            )
+
+
+def config_option(f: F) -> F:
+    """--config NAME|FILE: a recipe shipped in owl/configs/ or a Python config file."""
+    from owl.train.config import recipe_names
+
+    return click.option(
+        "--config", "config_spec", required=True, metavar="NAME|FILE",
+        help="Training config: a recipe name (" + ", ".join(recipe_names()) + ") or a Python "
+        "file with get_config(). The recipes ship inside the package (owl/configs/).",
+    )(f)  # fmt: skip
+
 
 # The offline default: a tiny detector trained on ShapesWorld that ships inside the package
 # (issue 6), so `owl detect` works on a fresh machine without network. Real images need a real
@@ -86,6 +143,22 @@ def model_id(spec: str) -> str:
     """How a --model value is recorded in embedding files: an absolute path, or the name."""
     path = Path(spec)
     return str(path.resolve()) if path.exists() else spec.strip()
+
+
+def check_model_spec(spec: str) -> None:
+    """An unknown --model name is a usage error (exit 2) before any other work is done.
+
+    Raises:
+      click.UsageError: `spec` is neither an existing path nor a registry name.
+    """
+    from owl.checkpoints.registry import UnknownModelError, get_entry
+
+    if Path(spec).exists():
+        return
+    try:
+        get_entry(spec)
+    except UnknownModelError as e:
+        raise click.UsageError(f"--model {spec}: {e}") from None
 
 
 def load_detector(

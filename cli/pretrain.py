@@ -10,21 +10,17 @@ from pathlib import Path
 
 import click
 
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
 
-@click.command("pretrain")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Python config file with get_config(), e.g. configs/shapes_clip.py.",
-)
+
+@click.command("pretrain", epilog=EXIT_CODES_HELP)
+@config_option
 @click.option(
     "--workdir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Run folder: metrics.jsonl, tensorboard/, checkpoints/, backbone.safetensors, "
-    "retrieval.json.",
+    "retrieval.json (required except with --print-config).",
 )
 @click.option(
     "--set",
@@ -38,8 +34,8 @@ import click
 @click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar.")
 def pretrain(
-    config_path: Path,
-    workdir: Path,
+    config_spec: str,
+    workdir: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
     print_config: bool,
@@ -54,20 +50,24 @@ def pretrain(
 
     \b
     Examples:
-      owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
-      owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --set num_steps=50
-      owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip --resume
-      owl pretrain --config configs/shapes_clip.py --workdir /tmp/clip --print-config
+      owl pretrain --config shapes_clip --workdir runs/shapes_clip
+      owl pretrain --config shapes_clip --workdir /tmp/clip --set num_steps=50
+      owl pretrain --config shapes_clip --workdir runs/shapes_clip --resume
+      owl pretrain --config shapes_clip --print-config
     """
-    from owl.train.config import ConfigError, load_config
+    from owl.train.config import ConfigError, load_config, resolve_config
 
     try:
+        config_path = resolve_config(config_spec)
         config = load_config(config_path, overrides)
     except ConfigError as err:
-        raise click.UsageError(str(err)) from err
+        raise click.UsageError(str(err)) from None
     if print_config:
         click.echo(config)
         return
+    if workdir is None:
+        raise click.UsageError("missing option '--workdir' (the output directory)")
+    check_train_extra("pretrain")
 
     from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError
     from owl.train.pretrain import PretrainingError
@@ -78,7 +78,7 @@ def pretrain(
     except (PretrainingError, CheckpointWriteError, CheckpointRestoreError) as err:
         raise click.ClickException(str(err)) from None
     except ValueError as err:  # bad architecture values, e.g. width not divisible by heads
-        raise click.ClickException(f"--config {config_path}: {err}") from err
+        raise UsageFailure(f"--config {config_path}: {err}") from None
     except OSError as err:
         raise click.ClickException(f"Could not write to {workdir}: {err}") from err
 

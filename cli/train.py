@@ -1,7 +1,8 @@
-"""`owl train`: train or fine-tune a detector from a Python config file.
+"""`owl train`: train or fine-tune a detector from a recipe name or a Python config file.
 
-Argument handling only: the config file is loaded by path and overridden with ``--set key=value``
-(`owl.train.config.load_config`), and handed to `owl.train.trainer.train_and_evaluate`.
+Argument handling only: the config (a recipe shipped in owl/configs/, or a file) is loaded and
+overridden with ``--set key=value`` (`owl.train.config`), and handed to
+`owl.train.trainer.train_and_evaluate`.
 """
 
 from __future__ import annotations
@@ -10,22 +11,18 @@ from pathlib import Path
 
 import click
 
-from owl.train.config import ConfigError, load_config
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
+from owl.train.config import ConfigError, load_config, resolve_config
 
 
-@click.command("train")
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Training config: a Python file with get_config() (see configs/).",
-)
+@click.command("train", epilog=EXIT_CODES_HELP)
+@config_option
 @click.option(
     "--workdir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: checkpoints, metrics.jsonl, tensorboard/, model.safetensors.",
+    default=None,
+    help="Run folder: checkpoints, metrics.jsonl, tensorboard/, model.safetensors (required "
+    "except with --print-config).",
 )
 @click.option(
     "--set",
@@ -55,8 +52,8 @@ from owl.train.config import ConfigError, load_config
 )
 @click.option("--print-config", is_flag=True, help="Print the final config and exit.")
 def train(
-    config_path: Path,
-    workdir: Path,
+    config_spec: str,
+    workdir: Path | None,
     overrides: tuple[str, ...],
     resume: bool,
     coordinator: str | None,
@@ -68,23 +65,28 @@ def train(
 
     Checkpoints are written every train.checkpoint_every steps (the last few kept); a run
     stopped for any reason continues exactly where it stopped with --resume. The final model
-    is WORKDIR/model.safetensors, usable with `owl detect --model` and `owl.load`.
+    is WORKDIR/model.safetensors, usable with `owl detect --model` and `owl.load`. Training
+    needs the [train] extra: pip install "owl[train]".
 
     \b
     Examples:
-      owl train --config configs/train_tiny.py --workdir runs/tiny
-      owl train --config configs/finetune_owlvit_b32.py --workdir runs/b32 \\
+      owl train --config train_tiny --workdir runs/tiny
+      owl train --config finetune_owlvit_b32 --workdir runs/b32 \\
           --set data.train_annotations=ann.json --set data.train_images=images/
-      owl train --config configs/finetune_owlvit_b32.py --workdir runs/b32 --resume
-      owl train --config configs/train_tiny.py --workdir runs/t --set optim.lr=1e-3 --print-config
+      owl train --config finetune_owlvit_b32 --workdir runs/b32 --resume
+      owl train --config my_recipe.py --workdir runs/mine
+      owl train --config train_tiny --set optim.lr=1e-3 --print-config
     """
     try:
-        config = load_config(config_path, overrides)
+        config = load_config(resolve_config(config_spec), overrides)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if print_config:
         click.echo(config)
         return
+    if workdir is None:
+        raise click.UsageError("missing option '--workdir' (the run folder)")
+    check_train_extra("train")
 
     from owl.checkpoints.tree import CheckpointError
     from owl.data.annotations import EvalDataError
@@ -97,15 +99,16 @@ def train(
         from owl.train.trainer import train_and_evaluate
 
         state = train_and_evaluate(config, workdir, resume=resume)
+    except CheckpointWriteError as e:  # the work failed (disk full, permissions)
+        raise click.ClickException(str(e)) from None
     except (
         TrainingError,
-        CheckpointWriteError,
         CheckpointRestoreError,
         CheckpointError,
         DatasetError,
         EvalDataError,
-    ) as e:
-        raise click.ClickException(str(e)) from None
+    ) as e:  # the run cannot start or continue as asked: exit 2
+        raise UsageFailure(str(e)) from None
     import jax
 
     if jax.process_index() == 0:

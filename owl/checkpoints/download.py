@@ -5,6 +5,10 @@ Checkpoints are large (0.6 to 1.7 GiB) and connections drop. `download` therefor
 SHA-256 and only then moves the file into place with `os.replace`, so `dest` is either absent or
 complete. A small lock file (`<dest>.lock`, created with O_EXCL) stops two processes from writing
 the same `.part` file. Only the standard library (urllib) and tqdm are used.
+
+Every completed download is recorded beside the file in `<dest>.download.json` (URL, size,
+SHA-256), so a file damaged later (a full disk, a bad copy, an editor) is told apart from a good
+one: `check_download` compares the size cheaply, or the whole hash when asked.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import http.client
+import json
 import os
 import re
 import socket
@@ -25,6 +30,7 @@ from tqdm import tqdm
 
 _USER_AGENT = "owl-checkpoint-download/1"
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+RECORD_SUFFIX = ".download.json"
 
 
 class DownloadError(RuntimeError):
@@ -77,8 +83,8 @@ def download(
                 f"could not download {url}: the server answered a range request inconsistently "
                 f"twice. Download it by other means and place it at {dest}"
             )
+        actual = file_sha256(part)
         if sha256 is not None:
-            actual = file_sha256(part)
             if actual != sha256.lower():
                 part.unlink(missing_ok=True)
                 raise ChecksumError(
@@ -86,8 +92,72 @@ def download(
                     f"the bad file was deleted, try again or download it by other means and "
                     f"place it at {dest}"
                 )
+        size = part.stat().st_size
         os.replace(part, dest)
+        _write_record(dest, {"url": url, "size": size, "sha256": actual})
     return dest
+
+
+def record_path(dest: Path) -> Path:
+    """Where the download record of `dest` is kept: `<dest>.download.json`."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + RECORD_SUFFIX)
+
+
+def read_record(dest: Path) -> dict | None:
+    """The record written when `dest` was downloaded ({"url", "size", "sha256"}), or None.
+
+    None when there is no record (a file placed by hand, or downloaded by an older owl) or the
+    record cannot be read.
+    """
+    try:
+        record = json.loads(record_path(dest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("size"), int):
+        return None
+    if not isinstance(record.get("sha256"), str):
+        return None
+    return record
+
+
+def check_download(dest: Path, *, full: bool = False, sha256: str | None = None) -> str | None:
+    """What is wrong with a downloaded file, or None when it checks out.
+
+    Args:
+      dest: the downloaded file.
+      full: also hash the whole file and compare it with the record (and with `sha256`); without
+        it only the size is compared, which costs nothing.
+      sha256: the hash known in advance (the registry's), if any. It is compared with the
+        record's hash always, and with the file's own when `full` or when there is no record.
+
+    Returns:
+      None, or a short reason such as "1000 bytes, but 5000 were downloaded".
+    """
+    dest = Path(dest)
+    size = dest.stat().st_size
+    record = read_record(dest)
+    expected = sha256.lower() if sha256 else None
+    if record is not None:
+        if size != record["size"]:
+            return f"{size} bytes, but {record['size']} were downloaded"
+        if expected is not None and record["sha256"] != expected:
+            return f"downloaded with sha256 {record['sha256']}, expected {expected}"
+    if full or (expected is not None and record is None):
+        actual = file_sha256(dest)
+        if record is not None and actual != record["sha256"]:
+            return f"sha256 {actual}, but {record['sha256']} was downloaded"
+        if expected is not None and actual != expected:
+            return f"sha256 {actual}, expected {expected}"
+    return None
+
+
+def _write_record(dest: Path, record: dict) -> None:
+    """Writes the download record atomically (a half-written record would read as none)."""
+    path = record_path(dest)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -15,7 +15,9 @@ reader (`read_checkpoint`); the readers import only the shared tree module
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,12 @@ def sniff_format(path: str | Path) -> str:
     if len(head) >= 9 and head[8:9] == b"{":  # safetensors: u64 header length, then JSON
         if is_owl_file(path):
             return "owl"
+        damage = safetensors_damage(path)
+        if damage is not None:
+            raise CheckpointError(
+                f"{path}: truncated or corrupt safetensors file ({damage}); copy or download it "
+                "again (a registry model: delete the file and run again to re-download it)"
+            )
         if (path.parent / "config.json").is_file():
             return "transformers"
         raise CheckpointError(
@@ -84,6 +92,39 @@ def sniff_format(path: str | Path) -> str:
         f"{path}: unrecognised checkpoint (expected an owl .safetensors file, an official Flax "
         "msgpack checkpoint or a transformers model directory)"
     )
+
+
+def safetensors_damage(path: str | Path) -> str | None:
+    """Why a file that starts like a safetensors file cannot be one, or None if it looks whole.
+
+    Reads only the header: an 8-byte little-endian header length, that much JSON, then the
+    tensor data, whose end (the largest `data_offsets` end) must be the end of the file. Used so
+    that a cut-off download is called truncated, not "without owl metadata".
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than the 8-byte header length"
+        (header_len,) = struct.unpack("<Q", head)
+        if 8 + header_len > size:
+            return f"the header needs {8 + header_len} bytes but the file has {size}"
+        try:
+            header = json.loads(f.read(header_len))
+        except (UnicodeDecodeError, ValueError):
+            return "the header is not valid JSON"
+    if not isinstance(header, dict):
+        return "the header is not a JSON object"
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and len(v.get("data_offsets") or ()) == 2
+    ]
+    expected = 8 + header_len + max(ends, default=0)
+    if expected != size:
+        return f"its header describes {expected} bytes but the file has {size}"
+    return None
 
 
 def read_checkpoint(
@@ -159,9 +200,16 @@ def load(
     else:
         entry = registry.get_entry(str(source))  # raises UnknownModelError with suggestions
         path = registry.resolve(entry.name, progress=progress)
+        explicit = config is not None
         if config is None:
             config = get_variant(entry.variant)
-        cfg, params = read_checkpoint(path, config=config)
+        try:
+            cfg, params = read_checkpoint(path, config=config)
+        except CheckpointError as e:  # a damaged cached file: say how to get a good one
+            if explicit:
+                raise
+            hint = registry.redownload_hint(entry.name)
+            raise CheckpointError(f"{e} (the cached file of model {entry.name}: {hint})") from None
         label = entry.name
     check_params(params, param_shapes(cfg))
     return OwlModel(cfg, params, source=label)

@@ -95,7 +95,10 @@ def read_owl(path: str | os.PathLike) -> tuple[ModelConfig, Params]:
         else:
             flat = safetensors.numpy.load_file(path)
     except Exception as e:  # SafetensorError, zlib/EOF errors: truncated or corrupt data
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(
+            f"{path}: not a readable owl checkpoint, truncated or corrupt ({e}); copy or "
+            "download it again"
+        ) from None
     return config, unflatten_params(dict(sorted(flat.items())))
 
 
@@ -136,4 +139,7 @@ def _metadata(path: Path) -> dict[str, str]:
         with safetensors.safe_open(path, framework="numpy") as f:
             return dict(f.metadata() or {})
     except Exception as e:  # SafetensorError on a bad header
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file, truncated or corrupt ({e}); copy or "
+            "download it again"
+        ) from None

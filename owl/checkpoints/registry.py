@@ -15,7 +15,7 @@ import os
 import urllib.parse
 from pathlib import Path
 
-from owl.checkpoints.download import download
+from owl.checkpoints.download import DownloadError, check_download, download, read_record
 from owl.models.configs import VARIANTS
 
 MODEL_BASE_URL = "https://storage.googleapis.com/scenic-bucket/owl_vit/checkpoints/"
@@ -130,6 +130,15 @@ _ENTRIES: dict[str, RegistryEntry] = {
 }  # fmt: skip
 
 
+# A cached download up to this size is hashed in full before each use; larger ones have their size
+# checked against the download record (cheap), and their hash with `owl models --verify`.
+FULL_CHECK_MAX_BYTES = 64 << 20
+
+
+class CorruptDownloadError(DownloadError):
+    """A cached download differs from what was downloaded; the message says how to fetch it anew."""
+
+
 class UnknownModelError(KeyError):
     """A model name that is not in the registry (the message lists the known names)."""
 
@@ -199,17 +208,61 @@ def is_cached(name: str) -> bool:
     return cached_path(name).is_file()
 
 
+def redownload_hint(name: str) -> str:
+    """How to replace a bad cached file of `name`: delete it (and its record), run again."""
+    entry = get_entry(name)
+    if entry.package_file is not None:
+        return "it ships with owl; reinstall owl (pip install --force-reinstall owl)"
+    path = cached_path(name)
+    from owl.checkpoints.download import record_path
+
+    return (
+        f"delete {path} and {record_path(path).name} beside it, then run the command again to "
+        "download it anew (`owl models --verify` checks every cached model)"
+    )
+
+
+def verify_cached(name: str, *, full: bool = False) -> str | None:
+    """Why the cached file of `name` is bad, or None (also None when it is not cached).
+
+    Checks a downloaded file against its download record (`owl.checkpoints.download`): the size
+    always, the whole SHA-256 when `full` or when the file is small (`FULL_CHECK_MAX_BYTES`),
+    and the registry's own SHA-256 where one is known. Package files are not checked here.
+    """
+    entry = get_entry(name)
+    path = cached_path(name)
+    if entry.package_file is not None or not path.is_file():
+        return None
+    full = full or path.stat().st_size <= FULL_CHECK_MAX_BYTES
+    return check_download(path, full=full, sha256=entry.sha256)
+
+
+def is_recorded(name: str) -> bool:
+    """Whether the cached file of `name` has a download record (else it was placed by hand)."""
+    return read_record(cached_path(name)) is not None
+
+
 def resolve(name: str, *, progress: bool = True) -> Path:
     """Local path of the checkpoint of `name`, downloading it into the cache when missing.
+
+    A cached file is checked before it is used (`verify_cached`: size, and hash where cheap or
+    known in advance), so a damaged download is reported as such, with how to fetch it again.
 
     Raises:
       UnknownModelError: `name` is not registered.
       FileNotFoundError: a package-shipped file is missing from this installation.
+      CorruptDownloadError: the cached file differs from what was downloaded.
       DownloadError, ChecksumError: see `owl.checkpoints.download.download`.
     """
     entry = get_entry(name)
     path = cached_path(name)
     if path.is_file():
+        problem = verify_cached(name)
+        if problem is not None:
+            raise CorruptDownloadError(
+                f"{path}: the cached download of {name} is corrupt ({problem}); "
+                f"{redownload_hint(name)}"
+            )
         return path
     if entry.package_file is not None:
         raise FileNotFoundError(

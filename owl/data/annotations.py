@@ -7,7 +7,7 @@ imports nothing of theirs.
 Evaluation is only as trustworthy as its inputs, and the official evaluators fail on bad input with
 bare ``KeyError``/``AssertionError`` tracebacks (or, worse, silently ignore detections of unknown
 categories). This module turns every input problem into one :class:`EvalDataError` line that names
-the file and the offending value, so the CLI can show it and exit with status 1.
+the file and the offending value, so the CLI can show it and exit with status 2 (usage).
 
 It holds:
 

@@ -3,7 +3,7 @@
 Each example is a small scene of 1 to ``max_boxes`` flat-coloured rectangles on a noisy grey
 canvas; the class of a rectangle is its colour ("red box", "blue box", ...). Everything is numpy,
 deterministic from (seed, example index), and needs no files, so a trainer test or a
-`configs/train_tiny.py` run starts in seconds.
+`owl train --config train_tiny` run starts in seconds.
 
 The loader mirrors `owl.data.pipeline.build_train_loader`: process p of P reads global stream
 positions p, p + P, p + 2P, ..., so the P per-process batches of step k are disjoint and together

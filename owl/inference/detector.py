@@ -326,7 +326,10 @@ class Detector:
                 key = ("embedding", id(q))
                 label = q.label
             if key in seen:
-                notes.append(f"duplicate query {label!r} merged with query {seen[key] + 1}")
+                notes.append(
+                    f"duplicate query {label!r} merged with the same query at query_index "
+                    f"{seen[key]}"
+                )
                 continue
             seen[key] = len(labels)
             labels.append(label)
@@ -470,7 +473,15 @@ def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
     """Validates a pixel xyxy box on an image; returns it cxcywh-normalised to the padded square."""
     x0, y0, x1, y1 = (float(v) for v in box)
     name = meta.path or "the query image"
-    if x1 <= x0 or y1 <= y0:
+    if x1 < x0 or y1 < y0:
+        flipped = " and ".join(
+            s for s, bad in (("x1 < x0", x1 < x0), ("y1 < y0", y1 < y0)) if bad
+        )
+        raise ValueError(
+            f"query box {tuple(box)} on {name} is inverted ({flipped}); give X0,Y0,X1,Y1 as "
+            "left, top, right, bottom with x0 < x1 and y0 < y1"
+        )
+    if x1 == x0 or y1 == y0:
         raise ValueError(
             f"query box {tuple(box)} on {name} has zero area; give x0 < x1 and y0 < y1"
         )

@@ -7,6 +7,8 @@ objects, so that the command modules only handle arguments and printing. Every p
 `InputError` whose message is one line naming the file or value and saying what to do.
 
 Image expansion rules (`expand_images`):
+  * an http(s) URL is kept as given; `fetch_image_url` downloads it (with a size cap and a
+    timeout) before detection;
   * an existing file is taken as given, whatever its suffix (the loader reports a non-image);
   * a path that does not exist and has no glob characters is also kept, so that the detector
     reports it as a failed image and the rest of the batch goes on;
@@ -23,7 +25,12 @@ from __future__ import annotations
 
 import collections
 import glob
+import http.client
 import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,6 +43,12 @@ IMAGE_SUFFIXES: tuple[str, ...] = (
 )  # fmt: skip
 _GLOB_CHARS = ("*", "?", "[")
 _NAME_JOINER = "__"
+_URL = re.compile(r"https?://", re.IGNORECASE)
+
+#: An image URL may send at most this many bytes (a guard against endless or huge responses).
+URL_MAX_BYTES = 64 << 20
+#: Seconds to wait for the connection and for each read of an image URL.
+URL_TIMEOUT = 30.0
 
 
 class InputError(ValueError):
@@ -68,14 +81,60 @@ def expand_images(specs: Sequence[str | os.PathLike], *, recursive: bool = False
     for spec in specs:
         spec = os.fspath(spec)
         for path in _expand_one(spec, recursive):
-            key = os.path.realpath(path)
+            key = path if is_url(path) else os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
                 out.append(path)
     return out
 
 
+def is_url(spec: str | os.PathLike) -> bool:
+    """Whether an IMAGES argument is an http(s) URL (fetched, not looked up on disk)."""
+    return isinstance(spec, str) and _URL.match(spec) is not None
+
+
+def fetch_image_url(
+    url: str, dest: Path, *, max_bytes: int = URL_MAX_BYTES, timeout: float = URL_TIMEOUT
+) -> Path:
+    """Downloads an image URL to `dest` (a new file), refusing more than `max_bytes`.
+
+    The size is checked twice: a Content-Length above the cap stops before the body is read,
+    and a body that grows past it (no or a false Content-Length) stops at the cap.
+
+    Raises:
+      InputError: one line naming the URL: unreachable, an HTTP error, a timeout, too large.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "owl-detect/1"})
+    cap = f"more than {max_bytes / (1 << 20):g} MiB; download it and pass the file"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise InputError(f"{url}: the image is {int(length)} bytes, {cap}")
+            data = response.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise InputError(f"{url}: cannot fetch the image (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        reason = getattr(e, "reason", None) or e
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            reason = f"no answer within {timeout:g} s"
+        raise InputError(f"{url}: cannot fetch the image ({reason})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{url}: the image is {cap}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    return dest
+
+
+def url_file_name(url: str) -> str:
+    """The file name an image URL ends in ("https://h/p/cat.jpg?s=2" -> "cat.jpg"), or "image"."""
+    name = urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    return urllib.parse.unquote(name) or "image"
+
+
 def _expand_one(spec: str, recursive: bool) -> list[str]:
+    if is_url(spec):
+        return [spec]
     path = Path(spec)
     if path.is_dir():
         found = _images_in_folder(path, recursive)
@@ -113,7 +172,9 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
     Images whose stems collide get their parent folders prepended, joined by "__", until the
     names differ ("a/cat.jpg", "b/cat.jpg" -> "a__cat.png", "b__cat.png"); files that differ
     only in suffix ("cat.jpg", "cat.png") keep it in the name ("cat_jpg.png", "cat_png.png");
-    a counter settles anything left. Names are compared case-insensitively.
+    a counter settles anything left, such as an image whose own stem is "a__cat" (a drawn
+    copy from an earlier run: "a__cat-2.png"), so that it never pushes the same-named images
+    off the documented naming. Names are compared case-insensitively.
     """
     absolute = [Path(os.path.abspath(os.fspath(p))) for p in paths]
     same_place = collections.Counter((str(a.parent).lower(), a.stem.lower()) for a in absolute)
@@ -125,11 +186,14 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
         parts.append([*a.parent.parts[1:], stem])
     depth = [1] * len(parts)
     while True:
-        names = [_NAME_JOINER.join(pp[-d:]) for pp, d in zip(parts, depth)]
-        counts = collections.Counter(n.lower() for n in names)
+        names = [_NAME_JOINER.join(pp[-d:]) for pp, d in zip(parts, depth, strict=True)]
+        # Only images with the same stem grow their folder prefix; other clashes get a counter.
+        counts = collections.Counter(
+            (n.lower(), pp[-1].lower()) for n, pp in zip(names, parts, strict=True)
+        )
         grew = False
         for i, name in enumerate(names):
-            if counts[name.lower()] > 1 and depth[i] < len(parts[i]):
+            if counts[(name.lower(), parts[i][-1].lower())] > 1 and depth[i] < len(parts[i]):
                 depth[i] += 1
                 grew = True
         if not grew:
@@ -144,6 +208,55 @@ def drawn_image_names(paths: Sequence[str | os.PathLike], suffix: str = ".png") 
         used.add(candidate.lower())
         out.append(candidate + suffix)
     return out
+
+
+# -- a dataset's own ids (`owl detect --annotations`) -------------------------------------------
+
+
+def dataset_image_names(image: dict) -> str | None:
+    """The file an annotation-file image record names: `file_name`, else `coco_url`'s last part."""
+    name = image.get("file_name")
+    if isinstance(name, str) and name:
+        return name.replace("\\", "/")
+    url = image.get("coco_url") or image.get("flickr_url")
+    if isinstance(url, str) and url.rstrip("/"):
+        return url.rstrip("/").split("/")[-1]
+    return None
+
+
+def match_dataset_images(
+    paths: Sequence[str | os.PathLike], images: Sequence[dict]
+) -> list[int | None]:
+    """The dataset image id of each path, matched by file name; None where there is none.
+
+    A path matches an image record whose file name (`dataset_image_names`) is the path's last
+    parts: "val/000.png" matches `file_name` "000.png" and "val/000.png", not "train/000.png".
+    When several records end the same way, the one naming most of the path wins; a tie is no
+    match (None), since guessing would score detections against the wrong image.
+    """
+    by_base: dict[str, list[tuple[tuple[str, ...], int]]] = collections.defaultdict(list)
+    for record in images:
+        name = dataset_image_names(record)
+        if name is not None:
+            parts = tuple(p for p in name.split("/") if p not in ("", "."))
+            by_base[parts[-1]].append((parts, int(record["id"])))
+    out: list[int | None] = []
+    for path in paths:
+        parts = Path(os.path.abspath(os.fspath(path))).parts
+        fits = [(len(rp), i) for rp, i in by_base.get(parts[-1], []) if parts[-len(rp) :] == rp]
+        fits.sort(reverse=True)
+        if not fits or (len(fits) > 1 and fits[0][0] == fits[1][0]):
+            out.append(None)
+        else:
+            out.append(fits[0][1])
+    return out
+
+
+def match_categories(labels: Sequence[str], categories: Sequence[dict]) -> list[int | None]:
+    """The dataset category id of each query label, by name (exact, then ignoring case)."""
+    exact = {str(c["name"]): int(c["id"]) for c in categories}
+    folded = {name.casefold(): i for name, i in exact.items()}
+    return [exact.get(label, folded.get(label.casefold())) for label in labels]
 
 
 # -- boxes and exemplars ---------------------------------------------------------------------------
@@ -196,7 +309,7 @@ def group_exemplars(
     elif len(images) == 1:
         exemplars = [(images[0], box) for box in boxes]
     elif len(images) == len(boxes):
-        exemplars = list(zip(images, boxes))
+        exemplars = list(zip(images, boxes, strict=True))
     else:
         raise InputError(
             f"got {len(images)} --query-image and {len(boxes)} --query-box; give one box per "
@@ -213,7 +326,7 @@ def group_exemplars(
         )
     groups: dict[str, list] = {}
     thresholds: dict[str, float | None] = {}
-    for exemplar, spec in zip(exemplars, labels):
+    for exemplar, spec in zip(exemplars, labels, strict=True):
         try:
             parsed = parse_text_query(spec)
         except ValueError as e:
@@ -289,8 +402,13 @@ __all__ = [
     "InputError",
     "drawn_image_names",
     "expand_images",
+    "fetch_image_url",
+    "is_url",
+    "url_file_name",
     "group_exemplars",
     "is_image_name",
+    "match_categories",
+    "match_dataset_images",
     "parse_box",
     "read_queries_file",
     "split_threshold_suffix",

@@ -20,6 +20,7 @@ import csv
 import io
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,10 @@ def write_detections(
 
 
 def _write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes atomically: readers never see a half-written file."""
+    """Writes atomically: readers never see a half-written file. "-" is stdout."""
+    if os.fspath(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     with atomic_write(path, newline="") as f:
         f.write(text)

@@ -116,6 +116,12 @@ def save_query_embedding(
     return path
 
 
+_EMBEDDING_FILE_HINT = (
+    "expected an .npz of plain arrays: a 1-D float 'embedding', and 'label', 'model' and "
+    "'kind' strings, as `owl embed-query -o FILE.npz` writes it; make it again with that"
+)
+
+
 def load_query_embedding(path: str | os.PathLike, threshold: float | None = None) -> EmbeddingQuery:
     """Reads an .npz written by `save_query_embedding`; refuses pickled content."""
     path = Path(path)
@@ -127,9 +133,15 @@ def load_query_embedding(path: str | os.PathLike, threshold: float | None = None
             kind = str(data["kind"]) if "kind" in data else "image"
     except FileNotFoundError:
         raise ValueError(f"{path}: query embedding file not found") from None
-    except (OSError, ValueError, KeyError) as e:
+    except KeyError:
         raise ValueError(
-            f"{path}: not a query embedding file written by `owl embed-query` ({e})"
+            f"{path}: .npz file without an 'embedding' array; {_EMBEDDING_FILE_HINT}"
+        ) from None
+    except (OSError, ValueError):
+        # numpy's own message would suggest loading pickled data "unsafely": never.
+        raise ValueError(
+            f"{path}: not a query embedding file, or it holds Python objects (never unpickled); "
+            f"{_EMBEDDING_FILE_HINT}"
         ) from None
     if embedding.ndim != 1:
         raise ValueError(f"{path}: embedding must be 1-D, got shape {embedding.shape}")

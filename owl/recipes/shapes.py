@@ -111,15 +111,15 @@ class RecipeError(RuntimeError):
 
 
 def default_configs_dir() -> Path:
-    """The repository's configs/ folder (next to the `owl` package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent.parent / "configs"
+    """The recipes shipped with the package (owl/configs/), so the recipe runs from a wheel too."""
+    return Path(__file__).resolve().parent.parent / "configs"
 
 
 def _config_path(configs_dir: Path, name: str) -> Path:
     path = configs_dir / name
     if not path.is_file():
         raise RecipeError(
-            f"{path} not found; run from a source checkout of owl or pass the folder holding "
+            f"{path} not found; reinstall owl, or pass --configs-dir, the folder holding "
             f"{PRETRAIN_CONFIG} and {FINETUNE_CONFIG}"
         )
     return path

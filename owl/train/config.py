@@ -1,9 +1,10 @@
 """Loading recipe configs: a Python file's `get_config()`, locked, with `key=value` overrides.
 
-Configs are plain Python (ml_collections ConfigDicts, one file per recipe under configs/). The
-config is locked before overrides, so a misspelt `--set` key fails with the closest known keys;
-values are converted to the type of the key's current value. Used by `owl train` and
-`owl pretrain`.
+Configs are plain Python (ml_collections ConfigDicts, one file per recipe). The recipes ship inside
+the package, in owl/configs/, so that `--config NAME` works from an installed wheel as well as from
+a checkout; `resolve_config` turns a name or a path into the file. The config is locked before
+overrides, so a misspelt `--set` key fails with the closest known keys; values are converted to the
+type of the key's current value. Used by `owl train` and `owl pretrain`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,41 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
 class ConfigError(ValueError):
     """A config file or an override is wrong; the message names it and says what to do."""
+
+
+def recipe_names() -> list[str]:
+    """Names of the recipes shipped in owl/configs/ (file names without ".py"), sorted."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def resolve_config(spec: str | Path) -> Path:
+    """A `--config` value -> the config file: an existing path, else a shipped recipe's name.
+
+    A name may be given with or without ".py" (``finetune_owlvit_b32``). An existing file always
+    wins, so a local file is never shadowed by a recipe of the same name.
+
+    Raises:
+      ConfigError: neither a file nor a recipe name; the message lists the recipes.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return path
+    name = path.name[:-3] if path.name.endswith(".py") else path.name
+    if path.parent == Path(".") and name in recipe_names():
+        return RECIPES_DIR / f"{name}.py"
+    close = difflib.get_close_matches(name, recipe_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"--config {spec}: no such file and not a recipe name{hint}; give a config file path or "
+        f"one of: {', '.join(recipe_names())}"
+    )
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Any:

@@ -71,7 +71,7 @@ def test_existing_destination_needs_overwrite(tmp_path):
     dest = tmp_path / "out.safetensors"
     dest.write_bytes(b"keep me")
     result = run(src, dest)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert f"Error: {dest} exists; pass --overwrite to replace it" in result.output
     assert dest.read_bytes() == b"keep me"
     assert run(src, dest, "--overwrite").exit_code == 0
@@ -82,7 +82,7 @@ def test_pickled_source_is_refused_with_the_safetensors_hint(tmp_path):
     src = tmp_path / "pytorch_model.bin"
     src.write_bytes(b"\x80\x04\x95")
     result = run(src, tmp_path / "out")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "refusing to read a pickled checkpoint" in result.output
     assert "save_pretrained(dir, safe_serialization=True)" in result.output
     assert not (tmp_path / "out.safetensors").exists()
@@ -92,7 +92,7 @@ def test_variant_that_does_not_fit_names_the_first_mismatch(tmp_path):
     config = get_variant("tiny-owlvit")
     src = write_official(tmp_path / "ckpt", unflatten_params(random_flat(config)))
     result = run(src, tmp_path / "out", "--variant", "tiny-owlv2")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "does not fit the weights: objectness: config True vs weights False" in result.output
 
 
@@ -111,5 +111,47 @@ def test_truncated_source_is_a_clean_error(tmp_path):
     )
     src.write_bytes(src.read_bytes()[:5000])
     result = run(src, tmp_path / "out")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.output.startswith(f"Error: {src}: not a readable Flax msgpack checkpoint")
+
+
+def test_registry_name_is_accepted_as_source(tmp_path):
+    """`owl convert shapes-tiny out` reads the shipped model, as `owl.load("shapes-tiny")` does."""
+    from owl.checkpoints.owl_format import is_compressed
+    from owl.checkpoints.registry import cached_path
+
+    dest = tmp_path / "st.safetensors"
+    result = run("shapes-tiny", dest)
+    assert result.exit_code == 0, result.output
+    shipped = cached_path("shapes-tiny")
+    assert is_compressed(shipped) and f"read owl checkpoint {shipped}" in result.output
+    want_config, want = read_owl(shipped)
+    got_config, got = read_owl(dest)
+    assert got_config == want_config == get_variant("shapes-tiny")
+    for key, value in flatten_params(want).items():
+        np.testing.assert_array_equal(flatten_params(got)[key], value, err_msg=key)
+
+
+def test_unknown_name_as_source_is_a_usage_error_with_a_suggestion(tmp_path):
+    result = run("shapes-tinny", tmp_path / "out")
+    assert result.exit_code == 2
+    assert "SRC 'shapes-tinny' is neither an existing path nor a model name" in result.output
+    assert "Did you mean 'shapes-tiny'?" in result.output
+
+
+def test_truncated_owl_file_is_called_truncated(tmp_path):
+    """Not "without owl metadata and no config.json beside it" (issue 13, item 12)."""
+    config = get_variant("tiny-owlvit")
+    src = tmp_path / "cut.safetensors"
+    from owl.checkpoints.owl_format import save_owl
+
+    save_owl(src, config, unflatten_params(random_flat(config)))
+    size = src.stat().st_size
+    src.write_bytes(src.read_bytes()[: size // 2])
+    result = run(src, tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"Error: {src}: truncated or corrupt safetensors file (its header describes {size} "
+        f"bytes but the file has {size // 2}); copy or download it again"
+    )
+    assert "without owl metadata" not in result.output

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from owl.checkpoints.download import ChecksumError, DownloadError, download
+from owl.checkpoints.download import (
+    ChecksumError,
+    DownloadError,
+    check_download,
+    download,
+    read_record,
+    record_path,
+)
 
 PAYLOAD = np.random.default_rng(0).integers(0, 256, size=5000, dtype=np.uint8).tobytes()
 
@@ -90,7 +97,8 @@ def test_fresh_download_equals_served_bytes(server, tmp_path):
     assert download(server.url, dest, progress=False) == dest
     assert dest.read_bytes() == PAYLOAD
     assert not _part(dest).exists()
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["ckpt.bin"]  # no .part, no .lock
+    # no .part, no .lock; the record of what was downloaded
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ckpt.bin", "ckpt.bin.download.json"]
     assert server.log == [("/ckpt.bin", None)]
 
 
@@ -237,3 +245,51 @@ def test_stale_lock_from_dead_process_is_taken_over(server, tmp_path):
     download(server.url, dest, progress=False)
     assert dest.read_bytes() == PAYLOAD
     assert not lock.exists()
+
+
+# -- the download record -----------------------------------------------------------------------
+
+
+def test_completed_download_records_url_size_and_sha256(server, tmp_path):
+    dest = tmp_path / "ckpt.bin"
+    download(server.url, dest, progress=False)
+    assert record_path(dest) == tmp_path / "ckpt.bin.download.json"
+    assert read_record(dest) == {
+        "url": server.url, "size": 5000, "sha256": hashlib.sha256(PAYLOAD).hexdigest(),
+    }  # fmt: skip
+    assert check_download(dest, full=True) is None
+
+
+def test_failed_download_leaves_no_record(server, tmp_path):
+    dest = tmp_path / "ckpt.bin"
+    server.cut_after = 100
+    with pytest.raises(DownloadError):
+        download(server.url, dest, progress=False)
+    assert read_record(dest) is None and not record_path(dest).exists()
+
+
+def test_check_download_finds_a_truncated_file_by_size(server, tmp_path):
+    dest = download(server.url, tmp_path / "ckpt.bin", progress=False)
+    dest.write_bytes(PAYLOAD[:4000])
+    assert check_download(dest) == "4000 bytes, but 5000 were downloaded"
+
+
+def test_check_download_finds_a_changed_byte_only_with_the_full_hash(server, tmp_path):
+    dest = download(server.url, tmp_path / "ckpt.bin", progress=False)
+    damaged = bytearray(PAYLOAD)
+    damaged[2500] ^= 0xFF
+    dest.write_bytes(bytes(damaged))
+    assert check_download(dest) is None  # same size: the cheap check cannot tell
+    want, got = hashlib.sha256(PAYLOAD).hexdigest(), hashlib.sha256(damaged).hexdigest()
+    assert check_download(dest, full=True) == f"sha256 {got}, but {want} was downloaded"
+
+
+def test_check_download_compares_the_hash_known_in_advance(server, tmp_path):
+    dest = download(server.url, tmp_path / "ckpt.bin", progress=False)
+    good = hashlib.sha256(PAYLOAD).hexdigest()
+    assert check_download(dest, sha256=good.upper()) is None
+    problem = check_download(dest, sha256="ab" * 32)
+    assert problem == f"downloaded with sha256 {good}, expected {'ab' * 32}"
+    record_path(dest).unlink()  # a file placed by hand: the known hash is checked on the file
+    assert check_download(dest, sha256="ab" * 32) == f"sha256 {good}, expected {'ab' * 32}"
+    assert check_download(dest) is None  # nothing to compare with

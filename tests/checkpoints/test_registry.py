@@ -253,7 +253,7 @@ def test_models_path(cache):
 
 def test_models_path_unknown_name_is_user_error(cache):
     result = CliRunner().invoke(models, ["--path", "owlvit-b23"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "unknown model 'owlvit-b23'. Did you mean 'owlvit-b32'?" in result.output
 
 
@@ -271,3 +271,64 @@ def test_models_command_does_not_import_jax(cache):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- corrupt cached downloads (issue 13, item 13) ---
+
+
+def _download_b32(server, cache, monkeypatch) -> Path:
+    monkeypatch.setenv("OWL_MODEL_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    return registry.resolve("owlvit-b32", progress=False)
+
+
+def test_a_damaged_cached_download_is_reported_before_use(server, cache, monkeypatch):
+    path = _download_b32(server, cache, monkeypatch)
+    damaged = bytearray(PAYLOAD)
+    damaged[7] ^= 1  # same size: small files are hashed in full on every use
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(registry.CorruptDownloadError) as info:
+        registry.resolve("owlvit-b32", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: the cached download of owlvit-b32 is corrupt (sha256 ")
+    assert f"delete {path} and clip_vit_b32_b0203fc.download.json beside it" in message
+    assert "run the command again to download it anew" in message
+    assert server.log == ["/clip_vit_b32_b0203fc"]  # nothing fetched behind the user's back
+
+
+def test_models_table_and_verify_show_a_truncated_download(server, cache, monkeypatch):
+    path = _download_b32(server, cache, monkeypatch)
+    path.write_bytes(PAYLOAD[:1000])
+    table = CliRunner().invoke(models, [])
+    assert table.exit_code == 0
+    rows = {line.split()[0]: line.split() for line in table.output.splitlines() if line}
+    assert rows["owlvit-b32"][4] == "corrupt"
+    verify = CliRunner().invoke(models, ["--verify"])
+    assert verify.exit_code == 1
+    assert "verified 1 cached download(s): 0 ok, 1 corrupt" in verify.output
+    assert f"corrupt: {path}: 1000 bytes, but {len(PAYLOAD)} were downloaded; delete {path}" in (
+        verify.output
+    )
+
+
+def test_models_verify_passes_on_good_downloads(server, cache, monkeypatch):
+    _download_b32(server, cache, monkeypatch)
+    verify = CliRunner().invoke(models, ["--verify"])
+    assert verify.exit_code == 0, verify.output
+    assert "verified 1 cached download(s): 1 ok, 0 corrupt" in verify.output
+
+
+def test_unreadable_cached_checkpoint_says_how_to_download_it_again(server, cache, monkeypatch):
+    """The server sent bytes that are no checkpoint: the record matches, reading fails."""
+    from owl.checkpoints.tree import CheckpointError
+    from owl.checkpoints.load import load
+
+    path = _download_b32(server, cache, monkeypatch)
+    with pytest.raises(CheckpointError) as info:
+        load("owlvit-b32", progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{path}: unrecognised checkpoint")
+    assert message.endswith(
+        f"(the cached file of model owlvit-b32: delete {path} and "
+        "clip_vit_b32_b0203fc.download.json beside it, then run the command again to download "
+        "it anew (`owl models --verify` checks every cached model))"
+    )

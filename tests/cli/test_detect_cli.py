@@ -375,7 +375,7 @@ def test_duplicate_queries_merged_with_a_note(images, tiny_model_file, tmp_path)
         run(images / "a.png", "--model", tiny_model_file, *queries, "-o", tmp_path / "d.json")
     )
     notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
-    assert notes == ["note: duplicate query 'CAT' merged with query 1"]
+    assert notes == ["note: duplicate query 'CAT' merged with the same query at query_index 0"]
     [record] = read(tmp_path / "d.json")
     assert sorted({(d["label"], d["query_index"]) for d in record["detections"]}) == [
         ("cat", 0), ("dog", 1),

@@ -132,7 +132,8 @@ def test_other_model_is_a_note_and_wrong_size_an_error(images, tiny_model_file, 
         (["--query", " "], "--query is empty"),
         (["--query", "red " * 20], "has 20 tokens but at most 14 fit"),
         (["--query-image", "{dog}", "--query-box", "0,0,80,61"], "dog.png (80x60 px)"),
-        (["--query-image", "{dog}", "--query-box", "5,5,4,9"], "has zero area"),
+        (["--query-image", "{dog}", "--query-box", "5,5,4,9"], "is inverted (x1 < x0)"),
+        (["--query-image", "{dog}", "--query-box", "5,5,5,9"], "has zero area"),
         (["--query-image", "{dog}", "--query-box", "5,5,9"], "query box '5,5,9': expected four"),
         (
             [

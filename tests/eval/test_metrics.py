@@ -455,19 +455,19 @@ def test_cli_exit_codes_and_messages(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text('[\n  {"image_id": 1,\n   "bbox": [1, 2, 3 4]}\n]\n', encoding="utf-8")
     bad_json = runner.invoke(eval_cmd, ["--detections", str(broken), "--annotations", ann_path])
-    assert bad_json.exit_code == 1
+    assert bad_json.exit_code == 2
     assert f"{broken}:3:21: invalid JSON" in bad_json.output
 
     unknown = runner.invoke(
         eval_cmd,
         ["--detections", det_path, "--annotations", ann_path, "--novel-categories", "car,zebra"],
     )
-    assert unknown.exit_code == 1 and "zebra" in unknown.output and "car" not in unknown.output
+    assert unknown.exit_code == 2 and "zebra" in unknown.output and "car" not in unknown.output
 
     as_lvis = runner.invoke(
         eval_cmd, ["--detections", det_path, "--annotations", ann_path, "--format", "lvis"]
     )
-    assert as_lvis.exit_code == 1 and f"{ann_path}: LVIS evaluation needs" in as_lvis.output
+    assert as_lvis.exit_code == 2 and f"{ann_path}: LVIS evaluation needs" in as_lvis.output
 
 
 def test_eval_is_registered_in_the_owl_group():

@@ -345,7 +345,7 @@ def test_cli_end_to_end_resume_and_settings_check(tmp_path, tiny_model_file):
     assert json.loads((out / RESULTS_FILE).read_text()) == rows
 
     changed = _cli(*args, "--top-k", "10")
-    assert changed.exit_code == 1
+    assert changed.exit_code == 2
     assert "other settings (top_k: 300 there, 10 now)" in changed.output
     assert "--overwrite" in changed.output
 
@@ -389,7 +389,7 @@ def test_cli_usage_errors(tmp_path, tiny_model_file):
         "--model", "no-such-model", "--annotations", ann, "--images", images_dir,
         "--output-dir", tmp_path / "o",
     )  # fmt: skip
-    assert unknown.exit_code == 2 and "--model: unknown model 'no-such-model'" in unknown.output
+    assert unknown.exit_code == 2 and "--model no-such-model" in unknown.output
 
 
 # ----------------------------------------------------------------------------------------------

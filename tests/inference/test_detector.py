@@ -220,7 +220,7 @@ def test_duplicate_text_queries_are_merged_with_a_note(tiny_owlv2):
     qs = det.prepare_queries(["cat", "Cat ", "dog", TextQuery("cat", threshold=0.5)])
     assert qs.labels == ("cat", "dog", "cat")  # a different threshold is a different query
     assert qs.thresholds == (None, None, 0.5)
-    assert qs.notes == ("duplicate query 'Cat ' merged with query 1",)
+    assert qs.notes == ("duplicate query 'Cat ' merged with the same query at query_index 0",)
     assert det.text_encoder_calls == 1
 
 
@@ -239,8 +239,10 @@ def test_bad_queries_raise_clear_errors(tiny_owlv2, tmp_path):
         det.prepare_queries(ImageQuery(((image(200, 100), (-1, 0, 50, 50)),)))
     with pytest.raises(ValueError, match=r"query box \(10, 10, 10, 20\) on \S*tall.png has zero area"):
         det.prepare_queries(ImageQuery(((path, (10, 10, 10, 20)),)))
-    with pytest.raises(ValueError, match="has zero area"):
+    with pytest.raises(ValueError, match=r"is inverted \(y1 < y0\); give X0,Y0,X1,Y1 as left, top"):
         det.prepare_queries(ImageQuery(((path, (10, 30, 20, 5)),)))
+    with pytest.raises(ValueError, match=r"is inverted \(x1 < x0 and y1 < y0\)"):
+        det.prepare_queries(ImageQuery(((path, (20, 30, 10, 5)),)))
     with pytest.raises(ValueError, match=r"has shape \(3,\), this model needs \(32,\)"):
         det.prepare_queries(EmbeddingQuery(np.zeros(3), "x"))
     with pytest.raises(ImageLoadError, match="no such file"):

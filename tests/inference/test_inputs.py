@@ -103,6 +103,15 @@ def test_drawn_names_are_unique_even_when_a_stem_looks_disambiguated(tmp_path):
     paths = [tmp_path / "x" / "cat.jpg", tmp_path / "y" / "cat.jpg", tmp_path / "x__cat.jpg"]
     names = drawn_image_names(paths)
     assert len({n.lower() for n in names}) == 3
+    # The same-named images keep the documented a__cat naming; the look-alike gets a counter.
+    assert names == ["x__cat.png", "y__cat.png", "x__cat-2.png"]
+
+
+def test_drawn_names_of_a_folder_holding_an_earlier_run(tmp_path):
+    """`owl detect . -r --save-dir drawn` run twice: drawn/a__cat.png must not rename a/cat.png."""
+    paths = [tmp_path / "a" / "cat.png", tmp_path / "b" / "cat.png",
+             tmp_path / "drawn" / "a__cat.png", tmp_path / "drawn" / "b__cat.png"]  # fmt: skip
+    assert drawn_image_names(paths) == ["a__cat.png", "b__cat.png", "a__cat-2.png", "b__cat-2.png"]
 
 
 @pytest.mark.parametrize(
@@ -207,3 +216,31 @@ def test_saved_embedding_records_model_and_kind(tmp_path):
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="junk.npz: not a query embedding file"):
         load_query_embedding(tmp_path / "junk.npz")
+
+
+# -- matching a dataset's ids (owl detect --annotations) -------------------------------------------
+
+
+def test_match_dataset_images_by_file_name_and_folder(tmp_path):
+    from owl.inference.inputs import match_dataset_images
+
+    records = [
+        {"id": 7, "file_name": "a.png"},
+        {"id": 8, "file_name": "val/b.png"},
+        {"id": 9, "file_name": "train/b.png"},
+        {"id": 10, "coco_url": "http://images.cocodataset.org/val2017/000000000139.jpg"},
+        {"id": 11, "file_name": "x/c.png"},
+        {"id": 12, "file_name": "y/c.png"},
+    ]
+    paths = [tmp_path / "a.png", tmp_path / "val" / "b.png", tmp_path / "train" / "b.png",
+             tmp_path / "000000000139.jpg", tmp_path / "b.png", tmp_path / "z" / "c.png",
+             tmp_path / "nope.png"]  # fmt: skip
+    # b.png outside val/ and train/ matches neither; c.png in z/ matches x/ and y/ equally.
+    assert match_dataset_images(paths, records) == [7, 8, 9, 10, None, None, None]
+
+
+def test_match_categories_by_name_exact_then_ignoring_case():
+    from owl.inference.inputs import match_categories
+
+    categories = [{"id": 3, "name": "Cat"}, {"id": 5, "name": "cat"}, {"id": 9, "name": "dog"}]
+    assert match_categories(["cat", "Cat", "DOG", "zebra"], categories) == [5, 3, 9, None]

@@ -15,7 +15,7 @@ from owl.train import trainer
 from owl.train.config import load_config
 from owl.train.step import dedup_queries
 
-TINY = Path(__file__).resolve().parents[2] / "configs" / "train_tiny.py"
+TINY = Path(__file__).resolve().parents[2] / "owl" / "configs" / "train_tiny.py"
 
 
 def test_table_and_index_rebuild_every_shards_queries():

@@ -23,7 +23,7 @@ from owl.train.checkpointing import Checkpointer, CheckpointRestoreError
 from owl.train.logging import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "train_tiny.py"
+TINY = REPO / "owl" / "configs" / "train_tiny.py"
 SETTINGS = [
     "train.progress_bar=false",
     "eval.every=0",

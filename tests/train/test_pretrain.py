@@ -25,7 +25,7 @@ from owl.train.init import initial_params
 from owl.train.logging import read_jsonl
 from owl.train.step import TrainState
 
-CONFIG_FILE = str(Path(__file__).parents[2] / "configs" / "shapes_clip.py")
+CONFIG_FILE = str(Path(__file__).parents[2] / "owl" / "configs" / "shapes_clip.py")
 
 # A very small CLIP: 64 px input, patch 16 (4x4 grid).
 TINY = ModelConfig(
@@ -361,7 +361,7 @@ def test_cli_rejects_bad_overrides(tmp_path, override, message):
 def test_cli_rejects_groups_split_across_batches(tmp_path):
     args = ["--config", CONFIG_FILE, "--workdir", str(tmp_path), "--set", "batch_size=6"]
     result = CliRunner().invoke(pretrain_cmd, args)
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "batch_size 6 is not a multiple of data.group_size 4" in result.output
 
 

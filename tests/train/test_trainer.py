@@ -29,7 +29,7 @@ from owl.train.logging import read_jsonl
 from owl.train.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = REPO / "configs" / "train_tiny.py"
+TINY = REPO / "owl" / "configs" / "train_tiny.py"
 # Every run below shares these settings, so the train step is compiled once.
 SHARED = [
     "model.vision_drop_path=0.1",  # stochastic depth: a resumed run must restore the RNG too
@@ -492,14 +492,14 @@ def test_params_from_owl_adapts_size_and_adds_objectness(tmp_path):
     "name", ["train_tiny.py", "finetune_owlvit_b32.py", "finetune_owlv2_b16.py"]
 )
 def test_every_training_config_loads(name):
-    config = load_config(REPO / "configs" / name)
+    config = load_config(REPO / "owl" / "configs" / name)
     model = trainer.model_config_from(config)
     assert config.loss.focal_alpha == 0.3 and config.loss.focal_gamma == 2.0
     assert model.family in ("owlvit", "owlv2")
 
 
 def test_variant_config_overrides_its_base():
-    v2 = load_config(REPO / "configs" / "finetune_owlv2_b16.py")
+    v2 = load_config(REPO / "owl" / "configs" / "finetune_owlv2_b16.py")
     assert (v2.model.variant, v2.init.source) == ("owlv2-b16", "owlv2-b16")
     assert (v2.optim.lr, v2.optim.text_lr, v2.optim.clip) == (5e-5, 2e-6, "per_example")
 

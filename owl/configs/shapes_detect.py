@@ -10,7 +10,7 @@ The architecture is the `shapes-tiny` variant (the stage-1 model: 128 px, patch 
 `owl shapes reproduce` runs generate -> pretrain -> this -> evaluate in one command; by hand:
 
     owl shapes generate --out data/shapes-train --num-images 20000 --seed 100
-    owl train --config configs/shapes_detect.py --workdir runs/shapes_detect \
+    owl train --config shapes_detect --workdir runs/shapes_detect \
         --set init.source=runs/shapes_clip/backbone.safetensors \
         --set data.train_annotations=data/shapes-train/annotations.json \
         --set data.train_images=data/shapes-train/images

@@ -6,7 +6,7 @@ ones included); `owl train` then fine-tunes `WORKDIR/backbone.safetensors` into 
 
 Command:
 
-    owl pretrain --config configs/shapes_clip.py --workdir runs/shapes_clip
+    owl pretrain --config shapes_clip --workdir runs/shapes_clip
 
 Measured in `owl shapes reproduce` on this project's 2-core CPU (docs/shapes.md):
 1,300 steps x 128 pairs in 662 s of training (about 230 pairs/s); loss 5.2 -> 1.58. Zero-shot

@@ -10,7 +10,7 @@ so expect to tune ``optim.lr`` and ``train.num_steps`` for your data.
 
 Run (COCO layout: annotations JSON + image folder):
 
-    owl train --config configs/finetune_owlvit_b32.py --workdir runs/b32-coco \
+    owl train --config finetune_owlvit_b32 --workdir runs/b32-coco \
         --set data.train_annotations=coco/annotations/instances_train2017.json \
         --set data.train_images=coco/train2017 \
         --set data.eval_annotations=coco/annotations/instances_val2017.json \

@@ -7,13 +7,13 @@ configs/finetune_owlvit_b32.py.
 
 Run:
 
-    owl train --config configs/train_tiny.py --workdir runs/tiny
-    owl train --config configs/train_tiny.py --workdir runs/tiny-v2 --set model.variant=tiny-owlv2
+    owl train --config train_tiny --workdir runs/tiny
+    owl train --config train_tiny --workdir runs/tiny-v2 --set model.variant=tiny-owlv2
 
 On ShapesWorld instead (``owl shapes generate`` writes a COCO-format dataset):
 
     owl shapes generate --out data/shapes --num-images 512
-    owl train --config configs/train_tiny.py --workdir runs/tiny-shapes --set data.kind=coco \
+    owl train --config train_tiny --workdir runs/tiny-shapes --set data.kind=coco \
         --set data.train_annotations=data/shapes/annotations.json \
         --set data.train_images=data/shapes/images --set data.max_queries=16 \
         --set data.max_instances=8

@@ -1,6 +1,6 @@
 """Fine-tune OWLv2 B/16 (960 px, objectness head) on a COCO-format dataset.
 
-Extends configs/finetune_owlvit_b32.py; only the model, the starting checkpoint and the batch
+Extends finetune_owlvit_b32.py; only the model, the starting checkpoint and the batch
 change. OWLv2's own training (self-training on web pseudo-labels) is not public (spec §5.6);
 this is the v1 fine-tuning recipe applied to the v2 architecture, starting from the released
 ensemble checkpoint. The objectness head is kept as loaded; its input gradient is stopped, so
@@ -8,7 +8,7 @@ the detection loss does not train it.
 
 Run:
 
-    owl train --config configs/finetune_owlv2_b16.py --workdir runs/v2-coco \
+    owl train --config finetune_owlv2_b16 --workdir runs/v2-coco \
         --set data.train_annotations=coco/annotations/instances_train2017.json \
         --set data.train_images=coco/train2017 \
         --set data.eval_annotations=coco/annotations/instances_val2017.json \
