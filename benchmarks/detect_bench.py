@@ -128,7 +128,9 @@ def main() -> None:
 
         tok = build_transformers_tokenizer(tmp / "tokenizer", pad_token="!", model_max_length=16)
         if cfg.family == "owlv2":
-            image_processor = transformers.Owlv2ImageProcessorPil(size={"height": cfg.image_size, "width": cfg.image_size})
+            image_processor = transformers.Owlv2ImageProcessorPil(
+                size={"height": cfg.image_size, "width": cfg.image_size}
+            )
         else:
             image_processor = transformers.OwlViTImageProcessorPil(
                 size={"height": cfg.image_size, "width": cfg.image_size},
@@ -154,7 +156,9 @@ def main() -> None:
         sets = [_queries(args.queries, 100 * (k + 1)) for k in range(args.repeats + 1)]
         detector.detect([paths[0]], sets[0])  # warm-up: text encoder at this bucket
         new_text = _median_time_iter(lambda q: detector.detect([paths[0]], q), sets[1:])
-        prepared = [detector.prepare_queries(_queries(args.queries, 7000 + k)) for k in range(args.repeats)]
+        prepared = [
+            detector.prepare_queries(_queries(args.queries, 7000 + k)) for k in range(args.repeats)
+        ]
         pre_embedded = _median_time_iter(lambda q: detector.detect([paths[0]], q), prepared)
         assert detector.image_encoder_calls == calls, "the cached image was encoded again"
         print(

@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import numpy as np
     from jax.sharding import NamedSharding, PartitionSpec
-    from owl.cli.train import load_config
 
+    from owl.cli.train import load_config
     from owl.train import trainer
 
     overrides = ["init.mode=random", "data.kind=synthetic", "data.synthetic_examples=16"]

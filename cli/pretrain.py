@@ -75,8 +75,10 @@ def pretrain(
 
     try:
         summary = run_pretraining(config, workdir, resume=resume, progress=progress)
-    except (PretrainingError, CheckpointWriteError, CheckpointRestoreError) as err:
+    except CheckpointWriteError as err:  # the work failed: exit 1
         raise click.ClickException(str(err)) from None
+    except (PretrainingError, CheckpointRestoreError) as err:  # cannot start as asked: exit 2
+        raise UsageFailure(str(err)) from None
     except ValueError as err:  # bad architecture values, e.g. width not divisible by heads
         raise UsageFailure(f"--config {config_path}: {err}") from None
     except OSError as err:

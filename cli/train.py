@@ -92,14 +92,19 @@ def train(
     from owl.data.annotations import EvalDataError
     from owl.data.coco import DatasetError
     from owl.train.checkpointing import CheckpointRestoreError, CheckpointWriteError
-    from owl.train.trainer import MODEL_FILE, TrainingError, initialize_distributed
+    from owl.train.trainer import (
+        MODEL_FILE,
+        NonFiniteLossError,
+        TrainingError,
+        initialize_distributed,
+    )
 
     try:
         initialize_distributed(coordinator, num_processes, process_id)
         from owl.train.trainer import train_and_evaluate
 
         state = train_and_evaluate(config, workdir, resume=resume)
-    except CheckpointWriteError as e:  # the work failed (disk full, permissions)
+    except (CheckpointWriteError, NonFiniteLossError) as e:  # the work failed: exit 1
         raise click.ClickException(str(e)) from None
     except (
         TrainingError,

@@ -117,7 +117,9 @@ def _clip_merges() -> list[str]:
 def _gpt2_byte_chars() -> list[str]:
     """The byte->character table of the original CLIP/GPT-2 code, in its vocabulary order."""
     kept = list(range(ord("!"), ord("~") + 1))
-    kept += list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    kept += list(range(ord("\u00a1"), ord("\u00ac") + 1)) + list(
+        range(ord("\u00ae"), ord("\u00ff") + 1)
+    )
     chars = [chr(b) for b in kept]
     extra = 0
     for b in range(256):

@@ -100,9 +100,12 @@ def test_checkpoint_formats_import_the_tree_module_not_the_dispatcher():
     graph = import_graph()
     for reader in ("official", "owl_format", "transformers_format", "tree"):
         assert "owl.checkpoints.load" not in graph[f"owl.checkpoints.{reader}"], reader
-    assert graph["owl.checkpoints.tree"] & {
-        "owl.checkpoints.official",
-        "owl.checkpoints.owl_format",
-        "owl.checkpoints.transformers_format",
-    } == set()
-
+    assert (
+        graph["owl.checkpoints.tree"]
+        & {
+            "owl.checkpoints.official",
+            "owl.checkpoints.owl_format",
+            "owl.checkpoints.transformers_format",
+        }
+        == set()
+    )

@@ -39,8 +39,8 @@ from owl.models.configs import ModelConfig, get_variant
 from owl.models.model import OwlModel
 from owl.models.owl_vit import param_shapes
 
-
 # -- which format is this? ---------------------------------------------------------------------
+
 
 def sniff_format(path: str | Path) -> str:
     """Says which format a checkpoint path holds: "owl", "official", "transformers" or "pickle".

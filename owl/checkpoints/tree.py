@@ -52,6 +52,7 @@ _CANONICAL = re.compile(
     )
 )
 
+
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names file and cause."""
 

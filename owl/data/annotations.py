@@ -27,10 +27,12 @@ It holds:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -436,7 +438,7 @@ def write_results(
     a file of millions of detections never exists as Python dicts in memory.
 
     Args:
-        path: the output file; its folder is created if needed.
+        path: the output file (its folder is created if needed), or "-" for standard output.
         rows: a :class:`ResultsTable`, or rows with ``image_id``, ``category_id``, ``bbox``,
             ``score`` (numpy numbers are converted; other keys are not written).
         chunk: rows formatted per write.
@@ -444,9 +446,9 @@ def write_results(
     Returns:
         The path written.
     """
-    path = Path(path)
     table = rows if isinstance(rows, ResultsTable) else _rows_from_mappings(rows)
-    with atomic_write(path) as f:
+    to_stdout = os.fspath(path) == "-"
+    with contextlib.nullcontext(sys.stdout) if to_stdout else atomic_write(Path(path)) as f:
         f.write("[")
         sep = ""
         for start in range(0, len(table), chunk):
@@ -466,7 +468,7 @@ def write_results(
                 sep = ",\n"
             f.write("".join(lines))
         f.write("]\n")
-    return path
+    return Path(path)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,6 @@ from owl.inference.detector import Detector
 from owl.inference.preprocess import ImageLoadError, ImageMeta, preprocess
 from owl.models.owl_vit import normalize, score_queries
 
-
 # ----------------------------------------------------------------------------------------------
 # Images of a dataset.
 

@@ -337,9 +337,7 @@ def load_log_results(
         return ResultsTable.empty(), present
     return (
         ResultsTable(
-            image_ids=np.concatenate(
-                [np.full(len(p.scores), p.image_id, np.int64) for p in parts]
-            ),
+            image_ids=np.concatenate([np.full(len(p.scores), p.image_id, np.int64) for p in parts]),
             category_ids=np.concatenate([p.category_ids for p in parts]).astype(np.int64),
             boxes=np.concatenate([p.boxes for p in parts]).astype(np.float64).reshape(-1, 4),
             scores=np.concatenate([p.scores for p in parts]).astype(np.float64),

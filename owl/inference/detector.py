@@ -210,8 +210,10 @@ class Detector:
         encoded: dict[tuple, ImageEncoding] = {}
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start : start + self.batch_size]
-            for (i, key, _, meta), enc in zip(
-                chunk, self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk])
+            for (i, key, _, _meta), enc in zip(
+                chunk,
+                self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk]),
+                strict=False,
             ):
                 self._images.put(key, enc)
                 encoded[key] = enc
@@ -269,7 +271,7 @@ class Detector:
             padded[: len(ids)] = ids
             emb = np.asarray(self.model.embed_text(padded))[: len(ids)]
             self.text_encoder_calls += 1
-            for t, e in zip(missing, emb):
+            for t, e in zip(missing, emb, strict=False):
                 self._texts.put((t, truncate), e)
                 found[t] = e
         dim = self.model.config.embed_dim
@@ -337,7 +339,11 @@ class Detector:
             embeddings.append(q)
             if isinstance(q, TextQuery):
                 texts.append(q.text)
-        text_emb = dict(zip(texts, self.embed_texts(texts, truncate=truncate))) if texts else {}
+        text_emb = (
+            dict(zip(texts, self.embed_texts(texts, truncate=truncate), strict=False))
+            if texts
+            else {}
+        )
         dim = self.model.config.embed_dim
         rows = []
         for q in embeddings:
@@ -412,7 +418,7 @@ class Detector:
             yield from self._detect_batch(batch, qs, options, on_result)
 
     def _detect_batch(self, images, qs, options, on_result) -> Iterator[DetectionResult]:
-        for image, enc in zip(images, self.encode_images(images)):
+        for image, enc in zip(images, self.encode_images(images), strict=False):
             source = _path_of(image) or "<array>"
             if isinstance(enc, ImageLoadError):
                 result = DetectionResult(source, None, str(enc))
@@ -474,9 +480,7 @@ def _check_box(box: Sequence[float], meta: ImageMeta) -> np.ndarray:
     x0, y0, x1, y1 = (float(v) for v in box)
     name = meta.path or "the query image"
     if x1 < x0 or y1 < y0:
-        flipped = " and ".join(
-            s for s, bad in (("x1 < x0", x1 < x0), ("y1 < y0", y1 < y0)) if bad
-        )
+        flipped = " and ".join(s for s, bad in (("x1 < x0", x1 < x0), ("y1 < y0", y1 < y0)) if bad)
         raise ValueError(
             f"query box {tuple(box)} on {name} is inverted ({flipped}); give X0,Y0,X1,Y1 as "
             "left, top, right, bottom with x0 < x1 and y0 < y1"

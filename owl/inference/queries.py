@@ -11,7 +11,6 @@ import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
@@ -78,7 +77,7 @@ class EmbeddingQuery:
     model: str | None = None
 
 
-Query = Union[str, TextQuery, ImageQuery, EmbeddingQuery]
+Query = str | TextQuery | ImageQuery | EmbeddingQuery
 
 
 def parse_text_query(spec: str) -> TextQuery:
@@ -157,6 +156,8 @@ def as_queries(queries: Query | Sequence[Query]) -> list[Query]:
         if isinstance(q, str):
             q = TextQuery(q)
         if not isinstance(q, (TextQuery, ImageQuery, EmbeddingQuery)):
-            raise TypeError(f"unsupported query {q!r}; use a string, TextQuery, ImageQuery or EmbeddingQuery")
+            raise TypeError(
+                f"unsupported query {q!r}; use a string, TextQuery, ImageQuery or EmbeddingQuery"
+            )
         out.append(q)
     return out

@@ -128,7 +128,8 @@ def blocked_attention(
 def _even_block(length: int, target: int) -> int:
     """The block size near `target` that splits `length` into equal blocks (multiple of 8)."""
     n_blocks = -(-length // target)
-    return min(length, -(-(-(-length // n_blocks)) // 8) * 8)
+    per_block = -(-length // n_blocks)
+    return min(length, -(-per_block // 8) * 8)
 
 
 def _cudnn_or_xla(query, key, value, mask):

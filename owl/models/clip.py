@@ -67,9 +67,7 @@ class ResidualAttentionBlock(nn.Module):
         y = _layer_norm("ln_0")(x)
         y = nn.MultiHeadDotProductAttention(
             num_heads=self.num_heads, attention_fn=attention, name="attn"
-        )(
-            y, y, mask=mask, deterministic=True
-        )
+        )(y, y, mask=mask, deterministic=True)
         if train and self.drop_rate > 0:
             y = _drop_branch(y, self.drop_rate, self.make_rng("dropout"))
         x = x + y
@@ -228,9 +226,7 @@ class CLIP(nn.Module):
             num_layers=c.text_layers, num_heads=c.text_heads, embed_dim=c.embed_dim,
             drop_path_rate=self.text_drop_path,
         )  # fmt: skip
-        self.logit_scale = self.param(
-            "logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ()
-        )
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
 
     def encode_image(self, images: jax.Array, train: bool = False) -> jax.Array:
         """[B, S, S, 3] normalised pixels -> all tokens after ln_post [B, 1 + g*g, W]."""

@@ -83,7 +83,7 @@ class ModelConfig:
         """Grid side the vision position embedding has rows for."""
         return self.native_grid_size or self.grid_size
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         """Returns a copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
@@ -94,7 +94,7 @@ class ModelConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -132,21 +132,43 @@ VARIANTS: dict[str, ModelConfig] = {
     # ShapesWorld (issue 6): the tiny CLIP of configs/shapes_clip.py, 128 px, patch 16 (8x8
     # grid); the architecture of the shipped `shapes-tiny` model.
     "shapes-tiny": ModelConfig(
-        family="owlvit", image_size=128, patch_size=16,
-        vision_width=64, vision_layers=4, vision_heads=4,
-        text_width=64, text_layers=3, text_heads=4, embed_dim=64,
+        family="owlvit",
+        image_size=128,
+        patch_size=16,
+        vision_width=64,
+        vision_layers=4,
+        vision_heads=4,
+        text_width=64,
+        text_layers=3,
+        text_heads=4,
+        embed_dim=64,
     ),  # fmt: skip
     # Test-only sizes: two layers, width 64, 128 px input with patch 32 (a 4x4 grid).
     "tiny-owlvit": ModelConfig(
-        family="owlvit", image_size=128, patch_size=32,
-        vision_width=64, vision_layers=2, vision_heads=4,
-        text_width=32, text_layers=2, text_heads=4, embed_dim=32,
+        family="owlvit",
+        image_size=128,
+        patch_size=32,
+        vision_width=64,
+        vision_layers=2,
+        vision_heads=4,
+        text_width=32,
+        text_layers=2,
+        text_heads=4,
+        embed_dim=32,
     ),  # fmt: skip
     "tiny-owlv2": ModelConfig(
-        family="owlv2", image_size=128, patch_size=32,
-        vision_width=64, vision_layers=2, vision_heads=4,
-        text_width=32, text_layers=2, text_heads=4, embed_dim=32,
-        objectness=True, pad_value=PAD_VALUE_V2,
+        family="owlv2",
+        image_size=128,
+        patch_size=32,
+        vision_width=64,
+        vision_layers=2,
+        vision_heads=4,
+        text_width=32,
+        text_layers=2,
+        text_heads=4,
+        embed_dim=32,
+        objectness=True,
+        pad_value=PAD_VALUE_V2,
     ),  # fmt: skip
 }
 

@@ -61,9 +61,7 @@ class OwlModel:
     @functools.cached_property
     def _class_head(self):
         def fn(p, feats, queries, mask):
-            return self.module.apply(
-                {"params": p}, feats, queries, mask, method="class_predictor"
-            )
+            return self.module.apply({"params": p}, feats, queries, mask, method="class_predictor")
 
         return jax.jit(fn)
 
@@ -95,9 +93,7 @@ class OwlModel:
 
     # -- the low-level contract -----------------------------------------------------------------
 
-    def predict_raw(
-        self, pixel_values: np.ndarray, input_ids: np.ndarray
-    ) -> dict[str, np.ndarray]:
+    def predict_raw(self, pixel_values: np.ndarray, input_ids: np.ndarray) -> dict[str, np.ndarray]:
         """Runs the detector on preprocessed inputs and returns numpy arrays.
 
         Args:

@@ -32,7 +32,9 @@ import numpy as np
 from owl.models.clip import CLIP
 from owl.models.configs import ModelConfig
 
-MERGE_LN_EPSILON = 1e-6  # Flax's default LayerNorm epsilon, as in the official `merged_class_token`.
+MERGE_LN_EPSILON = (
+    1e-6  # Flax's default LayerNorm epsilon, as in the official `merged_class_token`.
+)
 QUERY_MASK_VALUE = -1e6  # logit given to padding queries (official value)
 NORM_EPSILON = 1e-6  # added to L2 norms in the class head
 PRIOR_PROB = 0.01  # initial foreground probability of new class heads (training only)

@@ -582,9 +582,7 @@ def pretrain(
         )
     init_rng, rng = jax.random.split(jax.random.PRNGKey(config.seed))
     params = init_pretrainer(model_config, init_rng)
-    state = TrainState(
-        step=jnp.int32(0), params=params, opt_state=optimizer.init(params), rng=rng
-    )
+    state = TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params), rng=rng)
     if latest is not None:
         abstract = jax.tree_util.tree_map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state

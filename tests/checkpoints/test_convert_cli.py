@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from owl.cli.main import cli
 
 from owl.checkpoints.official import write_official
 from owl.checkpoints.owl_format import read_owl
 from owl.checkpoints.transformers_format import write_transformers
 from owl.checkpoints.tree import flatten_params, unflatten_params
+from owl.cli.main import cli
 from owl.models.configs import ModelConfig, get_variant
 from owl.models.owl_vit import param_shapes
 

@@ -8,6 +8,9 @@ import pytest
 import safetensors.numpy
 
 from owl.checkpoints.load import read_checkpoint, sniff_format
+from owl.checkpoints.official import write_official
+from owl.checkpoints.owl_format import save_owl
+from owl.checkpoints.transformers_format import write_transformers
 from owl.checkpoints.tree import (
     CheckpointError,
     check_params,
@@ -15,9 +18,6 @@ from owl.checkpoints.tree import (
     infer_config,
     unflatten_params,
 )
-from owl.checkpoints.official import write_official
-from owl.checkpoints.owl_format import save_owl
-from owl.checkpoints.transformers_format import write_transformers
 from owl.models.configs import VARIANTS, ModelConfig, get_variant
 from owl.models.owl_vit import param_shapes
 

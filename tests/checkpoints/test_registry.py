@@ -319,8 +319,8 @@ def test_models_verify_passes_on_good_downloads(server, cache, monkeypatch):
 
 def test_unreadable_cached_checkpoint_says_how_to_download_it_again(server, cache, monkeypatch):
     """The server sent bytes that are no checkpoint: the record matches, reading fails."""
-    from owl.checkpoints.tree import CheckpointError
     from owl.checkpoints.load import load
+    from owl.checkpoints.tree import CheckpointError
 
     path = _download_b32(server, cache, monkeypatch)
     with pytest.raises(CheckpointError) as info:

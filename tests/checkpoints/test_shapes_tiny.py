@@ -12,10 +12,10 @@ import pytest
 import owl
 from owl.checkpoints import registry
 from owl.data import shapes
-from owl.recipes import shapes as recipe
 from owl.inference.detector import Detector
 from owl.models.configs import get_variant
 from owl.ops.boxes import box_iou
+from owl.recipes import shapes as recipe
 
 SEED = 4242
 RED_CIRCLE = shapes.category_index("red", "circle")

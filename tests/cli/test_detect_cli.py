@@ -73,7 +73,7 @@ def test_json_csv_coco_outputs(images, tiny_model_file, tmp_path):
     paths = [str(images / "a.png"), str(images / "b.jpg"), str(images / "sub" / "c.png")]
     assert [r["image"]["path"] for r in results] == paths
     total = 0
-    for record, path in zip(results, paths):
+    for record, path in zip(results, paths, strict=False):
         width, height = Image.open(path).size
         assert (record["image"]["width"], record["image"]["height"]) == (width, height)
         scores = [d["score"] for d in record["detections"]]
@@ -104,7 +104,7 @@ def test_json_csv_coco_outputs(images, tiny_model_file, tmp_path):
                                            d["box"][2] - d["box"][0], d["box"][3] - d["box"][1]])
         for i, r in enumerate(results) for d in r["detections"]
     ]  # fmt: skip
-    for row, (image_id, category, score, bbox) in zip(coco, expected_coco):
+    for row, (image_id, category, score, bbox) in zip(coco, expected_coco, strict=False):
         assert set(row) == {"image_id", "category_id", "bbox", "score"}
         assert (row["image_id"], row["category_id"], row["score"]) == (image_id, category, score)
         assert row["bbox"] == pytest.approx(bbox, rel=1e-6, abs=1e-4)
@@ -139,7 +139,7 @@ def test_printed_detections_summary_and_progress(images, tiny_model_file, tmp_pa
         assert lines[head] == f"{path} {size}: " + (
             f"{n} detection" + "s" * (n != 1) if n else "nothing found"
         )
-        for line, det in zip(lines[head + 1 : head + 1 + n], record["detections"]):
+        for line, det in zip(lines[head + 1 : head + 1 + n], record["detections"], strict=False):
             assert line.split()[:2] == [f"{det['score']:.3f}", det["label"]]
     assert "images: 3 ok, 0 failed" in result.stderr
     for label in ("cat", "dog"):
@@ -216,7 +216,7 @@ def test_max_detections(images, tiny_model_file, tmp_path):
     ]
     ok(run(*base, "--max-detections", "0", "-o", tmp_path / "all.json"))
     ok(run(*base, "--max-detections", "5", "-o", tmp_path / "five.json"))
-    for full, five in zip(read(tmp_path / "all.json"), read(tmp_path / "five.json")):
+    for full, five in zip(read(tmp_path / "all.json"), read(tmp_path / "five.json"), strict=False):
         assert len(full["detections"]) == 2 * BOXES_PER_IMAGE
         assert five["detections"] == full["detections"][:5]
 

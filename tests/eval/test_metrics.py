@@ -16,13 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from lvis_reference import official_lvis_eval  # tests/eval/lvis_reference.py
 
 from owl.cli.eval import eval_cmd
 from owl.cli.main import cli
 from owl.data.annotations import EvalDataError, ResultsTable
 from owl.eval.metrics import COCO_STAT_NAMES, evaluate
-
-from lvis_reference import official_lvis_eval  # tests/eval/lvis_reference.py
 
 COCO_CATS = [
     {"id": 1, "name": "person", "supercategory": "person"},

@@ -90,7 +90,10 @@ def _dataset(tmp_path, name, layout, num_images, extra_anns=()):
 def test_choose_exemplars_first_usable_box_in_image_then_annotation_order(tmp_path):
     support = _dataset(tmp_path, "support", {}, 3)
     data = json.loads((support / "annotations.json").read_text())
-    box = lambda x, w: [x, 1.0, w, w]
+
+    def box(x, w):
+        return [x, 1.0, w, w]
+
     data["annotations"] = [
         # image 12 comes later than image 11 even though its annotation id is smaller.
         {"id": 1, "image_id": 12, "category_id": 1, "bbox": box(1.0, 9.0), "iscrowd": 0},

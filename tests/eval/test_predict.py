@@ -147,7 +147,7 @@ def test_logits_are_averaged_not_embeddings(detector, data, ensemble):
     e = ensemble.embeddings / np.linalg.norm(ensemble.embeddings, axis=-1, keepdims=True)
     q = e.mean(axis=0)
     cls = enc.class_embeddings / (np.linalg.norm(enc.class_embeddings, axis=-1, keepdims=True))
-    logits = (cls @ (q / np.linalg.norm(q, axis=-1, keepdims=True)).T + enc.logit_shift[:, None])
+    logits = cls @ (q / np.linalg.norm(q, axis=-1, keepdims=True)).T + enc.logit_shift[:, None]
     logits = logits * enc.logit_scale[:, None]
     wrong = np.sort(1 / (1 + np.exp(-logits.ravel())))[::-1]
     assert np.abs(wrong - pred.scores).max() > 1e-3
@@ -165,7 +165,9 @@ def test_top_k_picks_the_k_best_pairs_multi_label(detector, data, ensemble):
     np.testing.assert_array_equal(top5.boxes, full.boxes[:5])
     # Multi-label: every (box, class) pair once, so each box appears with all 4 classes and each
     # class (index 0 = id 1 included) with all 16 boxes.
-    pairs = {(tuple(np.round(b, 4)), c) for b, c in zip(full.boxes, full.category_ids)}
+    pairs = {
+        (tuple(np.round(b, 4)), c) for b, c in zip(full.boxes, full.category_ids, strict=False)
+    }
     assert len(pairs) == num_pairs
     ids, counts = np.unique(full.category_ids, return_counts=True)
     assert ids.tolist() == IDS and counts.tolist() == [16, 16, 16, 16]

@@ -80,7 +80,7 @@ def tokens(texts: list[str]) -> np.ndarray:
 
 
 def by_box(det) -> dict[int, np.ndarray]:
-    return dict(zip(det.data["box_index"].tolist(), det.xyxy))
+    return dict(zip(det.data["box_index"].tolist(), det.xyxy, strict=False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,7 +237,9 @@ def test_bad_queries_raise_clear_errors(tiny_owlv2, tmp_path):
         det.prepare_queries(ImageQuery(((path, (0, 0, 101, 50)),)))
     with pytest.raises(ValueError, match=r"lies outside the query image \(100x200 px\)"):
         det.prepare_queries(ImageQuery(((image(200, 100), (-1, 0, 50, 50)),)))
-    with pytest.raises(ValueError, match=r"query box \(10, 10, 10, 20\) on \S*tall.png has zero area"):
+    with pytest.raises(
+        ValueError, match=r"query box \(10, 10, 10, 20\) on \S*tall.png has zero area"
+    ):
         det.prepare_queries(ImageQuery(((path, (10, 10, 10, 20)),)))
     with pytest.raises(ValueError, match=r"is inverted \(y1 < y0\); give X0,Y0,X1,Y1 as left, top"):
         det.prepare_queries(ImageQuery(((path, (10, 30, 20, 5)),)))

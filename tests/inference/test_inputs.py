@@ -211,7 +211,12 @@ def test_split_threshold_suffix(tmp_path):
 def test_saved_embedding_records_model_and_kind(tmp_path):
     path = save_query_embedding(tmp_path / "e.npz", np.ones(4), "dog", "owlvit-b32", kind="text")
     query = load_query_embedding(path, 0.4)
-    assert (query.model, query.kind, query.label, query.threshold) == ("owlvit-b32", "text", "dog", 0.4)
+    assert (query.model, query.kind, query.label, query.threshold) == (
+        "owlvit-b32",
+        "text",
+        "dog",
+        0.4,
+    )
     np.testing.assert_array_equal(query.embedding, np.ones(4, np.float32))
     (tmp_path / "junk.npz").write_text("not a zip")
     with pytest.raises(ValueError, match="junk.npz: not a query embedding file"):

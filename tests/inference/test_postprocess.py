@@ -38,7 +38,7 @@ def run(thresholds=(None, None), logits=LOGITS, boxes=BOXES, **options):
 
 
 def pairs(det) -> list[tuple[int, int]]:
-    return list(zip(det.data["box_index"].tolist(), det.class_id.tolist()))
+    return list(zip(det.data["box_index"].tolist(), det.class_id.tolist(), strict=False))
 
 
 def test_sigmoid_inverts_logit():

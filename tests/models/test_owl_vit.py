@@ -17,7 +17,13 @@ def test_box_bias_matches_official_reference_values():
     np.testing.assert_allclose(bias[0], [-0.69299614, -0.69299614, -0.692997, -0.692997], atol=2e-6)
     last_column = bias.reshape(3, 3, 4)[:, 2, 0]
     np.testing.assert_allclose(last_column, 9.2103, atol=1e-4)
-    for grid, size_bias in [(3, -0.6930), (24, -3.1332), (48, -3.8455), (60, -4.0717), (72, -4.2556)]:
+    for grid, size_bias in [
+        (3, -0.6930),
+        (24, -3.1332),
+        (48, -3.8455),
+        (60, -4.0717),
+        (72, -4.2556),
+    ]:
         np.testing.assert_allclose(compute_box_bias(grid, grid)[:, 2:], size_bias, atol=1e-4)
 
 
@@ -47,7 +53,9 @@ def test_b32_at_224_output_shapes_without_flops():
     assert "objectness_logits" not in out
 
 
-@pytest.mark.parametrize("name", ["owlvit-b32", "owlvit-b16", "owlvit-l14", "owlv2-b16", "owlv2-l14"])
+@pytest.mark.parametrize(
+    "name", ["owlvit-b32", "owlvit-b16", "owlvit-l14", "owlv2-b16", "owlv2-l14"]
+)
 def test_official_variant_parameter_shapes(name):
     cfg = get_variant(name)
     shapes = param_shapes(cfg)
@@ -60,7 +68,9 @@ def test_official_variant_parameter_shapes(name):
     assert block["attn"]["query"]["kernel"] == (cfg.vision_width, cfg.vision_heads, 64)
     assert len(visual["transformer"]) == cfg.vision_layers
     assert shapes["backbone"]["clip"]["text"]["positional_embedding"] == (16, cfg.text_width)
-    assert shapes["backbone"]["clip"]["text"]["text_projection"] == {"kernel": (cfg.text_width, cfg.embed_dim)}
+    assert shapes["backbone"]["clip"]["text"]["text_projection"] == {
+        "kernel": (cfg.text_width, cfg.embed_dim)
+    }
     assert shapes["class_head"]["Dense_0"]["kernel"] == (cfg.vision_width, cfg.embed_dim)
     assert ("objectness_head" in shapes) == name.startswith("owlv2")
 
@@ -68,9 +78,7 @@ def test_official_variant_parameter_shapes(name):
 def test_text_attention_mask_is_causal_and_ignores_padding():
     ids = jnp.array([[49406, 320, 49407, 0], [0, 0, 0, 0]])
     mask = np.asarray(text_attention_mask(ids))[:, 0]
-    expected0 = np.array(
-        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]], dtype=bool
-    )
+    expected0 = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]], dtype=bool)
     np.testing.assert_array_equal(mask[0], expected0)
     assert not mask[1].any()
 
@@ -102,7 +110,9 @@ def test_posemb_truncation_uses_top_left_block(tiny):
     posemb = params["backbone"]["clip"]["visual"]["positional_embedding"]
     grid = posemb[1:].reshape(4, 4, -1)[:3, :3].reshape(9, -1)
     cropped = jax.tree_util.tree_map(lambda x: x, params)
-    cropped["backbone"]["clip"]["visual"]["positional_embedding"] = jnp.concatenate([posemb[:1], grid])
+    cropped["backbone"]["clip"]["visual"]["positional_embedding"] = jnp.concatenate(
+        [posemb[:1], grid]
+    )
     feats_cropped = OwlViT(cfg.replace(image_size=96)).apply(
         {"params": cropped}, images, method="image_embedder"
     )
@@ -116,10 +126,15 @@ def test_stochastic_depth_only_in_training(tiny):
     cfg, params = tiny
     images = jax.random.normal(jax.random.PRNGKey(3), (2, 128, 128, 3))
     deterministic = OwlViT(cfg).apply({"params": params}, images, method="image_embedder")
-    same = OwlViT(cfg, vision_drop_path=0.9).apply({"params": params}, images, method="image_embedder")
+    same = OwlViT(cfg, vision_drop_path=0.9).apply(
+        {"params": params}, images, method="image_embedder"
+    )
     np.testing.assert_array_equal(deterministic, same)
     dropped = OwlViT(cfg, vision_drop_path=0.9).apply(
-        {"params": params}, images, True, method="image_embedder",
+        {"params": params},
+        images,
+        True,
+        method="image_embedder",
         rngs={"dropout": jax.random.PRNGKey(4)},
     )
     assert not np.allclose(deterministic, dropped)

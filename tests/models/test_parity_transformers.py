@@ -36,7 +36,9 @@ def reference(request, tmp_path_factory):
 
 
 def assert_parity(ours, theirs, cfg):
-    keys = ["logits", "class_embeds", "pred_boxes"] + (["objectness_logits"] if cfg.objectness else [])
+    keys = ["logits", "class_embeds", "pred_boxes"] + (
+        ["objectness_logits"] if cfg.objectness else []
+    )
     for key in keys:
         assert ours[key].shape == theirs[key].shape, key
         diff = np.abs(ours[key] - theirs[key]).max()

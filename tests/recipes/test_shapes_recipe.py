@@ -59,7 +59,9 @@ def test_training_queries_never_name_a_novel_category(tmp_path):
     batch = next(iter(loader))
     tokenizer = get_tokenizer()
     seen, positives = set(), set()
-    for queries, labels, mask in zip(batch["queries"], batch["labels"], batch["instance_mask"]):
+    for queries, labels, mask in zip(
+        batch["queries"], batch["labels"], batch["instance_mask"], strict=False
+    ):
         names = [tokenizer.decode(row) for row in queries]
         seen.update(names)
         for m in np.flatnonzero(mask):

@@ -7,7 +7,6 @@ import functools
 import gzip
 import html
 import importlib.resources
-import json
 
 import ftfy
 import numpy as np
@@ -281,7 +280,9 @@ def test_singleton_and_fresh_instance_agree():
 
 def test_official_truncation_drops_eot_like_the_official_code():
     tokenizer = get_tokenizer()
-    long = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    long = (
+        "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+    )
     bpe = tokenizer.encode(long)
     assert len(bpe) == 15  # one word, one token: one more than fits
     row = tokenizer.tokenize([long, "car"], truncate="official")

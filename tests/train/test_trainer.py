@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from jax.sharding import NamedSharding, PartitionSpec
-from owl.cli.train import train
-from owl.train.config import ConfigError, load_config
 
 from owl.checkpoints.owl_format import read_owl
+from owl.cli.train import train
 from owl.data.synthetic import make_example
 from owl.models.configs import get_variant
 from owl.train import trainer
 from owl.train.checkpointing import Checkpointer, CheckpointWriteError
+from owl.train.config import ConfigError, load_config
 from owl.train.logging import read_jsonl
 from owl.train.optim import make_optimizer
 

@@ -1,6 +1,6 @@
 """Architecture of `owlv2-b16` as a ConfigDict (the values live in owl/models/configs.py VARIANTS).
 
-    python -c "import runpy; print(runpy.run_path('owl/configs/models/owlv2_b16.py')['get_config']())"
+python -c "import runpy; print(runpy.run_path('owl/configs/models/owlv2_b16.py')['get_config']())"
 """
 
 from __future__ import annotations

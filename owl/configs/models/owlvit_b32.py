@@ -1,6 +1,6 @@
 """Architecture of `owlvit-b32` as a ConfigDict (the values live in owl/models/configs.py VARIANTS).
 
-    python -c "import runpy; print(runpy.run_path('owl/configs/models/owlvit_b32.py')['get_config']())"
+python -c "import runpy; print(runpy.run_path('owl/configs/models/owlvit_b32.py')['get_config']())"
 """
 
 from __future__ import annotations
