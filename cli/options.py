@@ -79,7 +79,7 @@ def config_option(f: F) -> F:
 DEFAULT_MODEL = "shapes-tiny"
 
 # Pillow's own decompression-bomb limit, the same number as
-# owl.inference.preprocess.DEFAULT_MAX_PIXELS (a test keeps them equal; not imported here so
+# owl.ops.image.DEFAULT_MAX_PIXELS (a test keeps them equal; not imported here so
 # that `owl --help` stays light).
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
@@ -215,7 +215,7 @@ def parse_boxes(specs: Sequence[str]) -> list[tuple[float, float, float, float]]
 
 def query_error(error: Exception) -> click.UsageError:
     """A query that cannot be used (empty, over-long, bad box, unreadable image) -> exit 2."""
-    from owl.inference.preprocess import ImageLoadError
+    from owl.ops.image import ImageLoadError
     from owl.text.tokenizer import QueryTooLongError
 
     if isinstance(error, QueryTooLongError):

@@ -41,7 +41,7 @@ from owl.data.transforms import (
     encode_example,
     mosaic,
 )
-from owl.inference.preprocess import load_image
+from owl.ops.image import load_image
 
 # Domain tags so the shuffle and the per-example streams never share a seed.
 _SHUFFLE_TAG = 0x5EED

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
+from owl.ops.image import normalize_pixels
 from owl.text.tokenizer import tokenize
 
 # Colour name -> RGB in [0, 1]. The class of a rectangle is "<colour> box".
@@ -100,9 +100,7 @@ def make_example(
     tokens = _query_tokens()
     queries[:] = tokens[0]
     queries[: len(tokens)] = tokens
-    image = (np.clip(image, 0, 1) - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(
-        CLIP_STD, np.float32
-    )
+    image = normalize_pixels(np.clip(image, 0, 1))
     return {
         "image": image.astype(np.float32),
         "queries": queries,

@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from owl.inference.preprocess import CLIP_MEAN, CLIP_STD, resize_square
 from owl.ops.boxes import box_iou, xyxy_to_cxcywh
+from owl.ops.image import normalize_pixels, resize_square
 from owl.text.prompts import NOT_PROMPTABLE_MARKER, TRAINING_PROMPT_TEMPLATES, canonicalize
 from owl.text.tokenizer import get_tokenizer
 
@@ -492,9 +492,7 @@ def encode_example(
         mask[m] = True
         m += 1
     labels[m:, 0] = 1.0
-    image = (np.asarray(sample.image, np.float32) - np.asarray(CLIP_MEAN, np.float32)) / (
-        np.asarray(CLIP_STD, np.float32)
-    )
+    image = normalize_pixels(np.asarray(sample.image, np.float32))
     return {
         "image": image.astype(np.float32),
         "queries": np.asarray(tokenize(queries), dtype=np.int32),

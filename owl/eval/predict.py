@@ -41,8 +41,8 @@ import numpy as np
 from owl.data.annotations import MAX_LISTED
 from owl.eval.prompts import PromptEnsemble
 from owl.inference.detector import Detector
-from owl.inference.preprocess import ImageLoadError, ImageMeta, preprocess
 from owl.models.owl_vit import normalize, score_queries
+from owl.ops.image import ImageLoadError, ImageMeta, preprocess
 
 # ----------------------------------------------------------------------------------------------
 # Images of a dataset.

@@ -26,7 +26,10 @@ from PIL import Image
 from owl.inference import image_query
 from owl.inference.detections import Detections
 from owl.inference.postprocess import PostprocessOptions, detections_from_scores
-from owl.inference.preprocess import (
+from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
+from owl.models.model import OwlModel
+from owl.models.owl_vit import normalize, score_queries
+from owl.ops.image import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
     ImageLoadError,
@@ -35,9 +38,6 @@ from owl.inference.preprocess import (
     pixels_to_normalized,
     preprocess,
 )
-from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
-from owl.models.model import OwlModel
-from owl.models.owl_vit import normalize, score_queries
 from owl.text.tokenizer import get_tokenizer
 
 MIN_QUERY_BUCKET = 8

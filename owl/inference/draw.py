@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from owl.inference.detections import Detections
-from owl.inference.preprocess import load_image
+from owl.ops.image import load_image
 
 # Kelly's colours of maximum contrast (without black, white and greys), then a few Tableau ones.
 PALETTE: tuple[tuple[int, int, int], ...] = (

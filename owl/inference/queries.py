@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from owl.inference.preprocess import ImageInput
+from owl.ops.image import ImageInput
 
 BoxXYXY = tuple[float, float, float, float]
 

@@ -47,9 +47,9 @@ import optax
 from owl.checkpoints.tree import flatten_params, unflatten_params
 from owl.data import shapes
 from owl.files import atomic_path, atomic_write
-from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
 from owl.models.clip import CLIP
 from owl.models.configs import ModelConfig
+from owl.ops.image import normalize_pixels
 from owl.text.tokenizer import get_tokenizer
 from owl.train import optim
 from owl.train.checkpointing import Checkpointer
@@ -132,9 +132,7 @@ def init_pretrainer(config: ModelConfig, rng: jax.Array) -> Params:
 
 def normalize_images(images: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] RGB -> float32 (x / 255 - CLIP_MEAN) / CLIP_STD."""
-    mean = np.asarray(CLIP_MEAN, np.float32)
-    std = np.asarray(CLIP_STD, np.float32)
-    return (images.astype(np.float32) / 255.0 - mean) / std
+    return normalize_pixels(images.astype(np.float32) / 255.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -407,7 +407,7 @@ def test_help_lists_every_option_and_examples():
 
 
 def test_defaults():
-    from owl.inference.preprocess import DEFAULT_MAX_PIXELS
+    from owl.ops.image import DEFAULT_MAX_PIXELS
 
     assert DEFAULT_MODEL == "shapes-tiny"  # ships in the package: works offline
     assert DEFAULT_MAX_IMAGE_PIXELS == DEFAULT_MAX_PIXELS

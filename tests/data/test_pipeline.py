@@ -12,7 +12,7 @@ from owl.data import shapes
 from owl.data.coco import load_detection_dataset
 from owl.data.pipeline import EpochShuffleSampler, build_train_loader, make_training_example
 from owl.data.transforms import AugmentConfig
-from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
+from owl.ops.image import CLIP_MEAN, CLIP_STD
 from owl.text.tokenizer import get_tokenizer
 
 S = 96

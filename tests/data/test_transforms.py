@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from owl.data import transforms as T
-from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
+from owl.ops.image import CLIP_MEAN, CLIP_STD
 from owl.text.tokenizer import get_tokenizer
 
 GREY = 0.5

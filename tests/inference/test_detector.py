@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from owl.inference.detector import Detector, bucket
-from owl.inference.preprocess import ImageLoadError, preprocess
 from owl.inference.queries import EmbeddingQuery, ImageQuery, TextQuery
 from owl.ops.boxes import box_iou
+from owl.ops.image import ImageLoadError, preprocess
 from owl.text.tokenizer import get_tokenizer
 
 NUM_PATCHES = 16  # tiny configs: 128 px, patch 32 -> 4 x 4

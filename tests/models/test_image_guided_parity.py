@@ -16,9 +16,9 @@ import pytest
 import owl
 from owl.inference.detector import Detector
 from owl.inference.image_query import candidate_mask, select_by_iou, select_by_objectness
-from owl.inference.preprocess import preprocess
 from owl.inference.queries import ImageQuery
 from owl.models.configs import get_variant
+from owl.ops.image import preprocess
 from owl.testing import build_transformers_detector, save_transformers_detector
 
 LOGIT_TOL = 1e-4

@@ -151,7 +151,7 @@ def _write_synthetic_coco(folder: Path, config) -> Path:
     from PIL import Image
 
     from owl.data.synthetic import CLASS_NAMES
-    from owl.inference.preprocess import CLIP_MEAN, CLIP_STD
+    from owl.ops.image import CLIP_MEAN, CLIP_STD
 
     d = config.data
     images, annotations = [], []

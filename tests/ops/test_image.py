@@ -1,4 +1,4 @@
-"""Tests for owl/inference/preprocess.py: loading, resize parity with transformers, box mapping."""
+"""Tests for owl/ops/image.py: loading, resize parity with transformers, box mapping."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from owl.inference.preprocess import (
+from owl.ops.image import (
     CLIP_MEAN,
     CLIP_STD,
     ImageLoadError,
@@ -352,7 +352,7 @@ def test_exif_orientation_can_be_ignored(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.new("RGB", (4, 2), (200, 10, 10)).save(path, exif=exif)
-    from owl.inference.preprocess import load_image
+    from owl.ops.image import load_image
 
     assert load_image(path).shape[:2] == (4, 2)  # as viewed: rotated
     assert load_image(path, exif=False).shape[:2] == (2, 4)  # as stored

@@ -411,7 +411,7 @@ def preprocess(
     rgb = load_image(image, max_pixels=max_pixels, background=pad_value, exif=exif)
     height, width = rgb.shape[:2]
     square = resize_square(rgb, image_size, pad_value=pad_value, method=method)
-    pixels = (square - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    pixels = normalize_pixels(square)
     meta = ImageMeta(
         width=width,
         height=height,
@@ -420,6 +420,20 @@ def preprocess(
         path=path,
     )
     return pixels.astype(np.float32), meta
+
+
+def normalize_pixels(image: np.ndarray) -> np.ndarray:
+    """CLIP normalisation, the one place it is written: (x - CLIP_MEAN) / CLIP_STD per channel.
+
+    Args:
+        image: float [..., 3] in [0, 1] (float64 input is computed in float64, then cast).
+
+    Returns:
+        float32 [..., 3].
+    """
+    mean = np.asarray(CLIP_MEAN, np.float32)
+    std = np.asarray(CLIP_STD, np.float32)
+    return ((image - mean) / std).astype(np.float32)
 
 
 def boxes_to_pixels(pred_boxes_cxcywh: np.ndarray, meta: ImageMeta) -> np.ndarray:
