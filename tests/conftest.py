@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import jax
+import os
+
+# Tests compile into memory only: the persistent cache is tested on its own, in subprocesses
+# (tests/test_compilation_cache.py), and must not collect entries in a user's cache folder.
+os.environ["OWL_COMPILATION_CACHE"] = "0"
+
+import jax  # noqa: E402
 import numpy as np
 import pytest
 

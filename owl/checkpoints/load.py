@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from owl import compilation_cache
 from owl.checkpoints import registry
 from owl.checkpoints.official import read_official
 from owl.checkpoints.owl_format import is_owl_file, read_owl
@@ -193,6 +194,7 @@ def load(
       registry.UnknownModelError: `source` is neither a path nor a known name.
       owl.checkpoints.download.DownloadError: the file could not be downloaded.
     """
+    compilation_cache.enable(registry.cache_dir() / "xla")
     path = Path(source)
     if path.exists():
         cfg, params = read_checkpoint(path, config=config)

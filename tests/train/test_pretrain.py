@@ -325,7 +325,7 @@ def test_cli_writes_a_backbone_the_detector_can_load(tmp_path):
     assert Checkpointer(tmp_path / pt.CHECKPOINT_DIR, max_to_keep=2).all_steps() == [2]
 
     again = CliRunner().invoke(pretrain_cmd, args + [a for s in sets for a in ("--set", s)])
-    assert again.exit_code == 1 and "latest step 2); pass --resume" in again.output
+    assert again.exit_code == 2 and "latest step 2); pass --resume" in again.output
 
 
 @pytest.mark.slow
