@@ -73,6 +73,28 @@ def _gather_strings(text: str) -> list[str]:
     return [bytes(row[:n]).decode("utf-8") for row, n in zip(everything, sizes, strict=True)]
 
 
+def refuse_unless_resuming(
+    checkpoints: Checkpointer, workdir: Path, resume: bool, error: type[Exception]
+) -> int | None:
+    """A run folder that holds checkpoints is continued only on purpose (`resume=True`).
+
+    Returns:
+      The latest checkpointed step, or None for a fresh folder.
+
+    Raises:
+      error: (the caller's error type) `workdir` holds checkpoints and `resume` is False; the
+        Checkpointer is closed first.
+    """
+    latest = checkpoints.latest_step()
+    if latest is not None and not resume:
+        checkpoints.close()
+        raise error(
+            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
+            "continue that run, or choose a new --workdir"
+        )
+    return latest
+
+
 class Checkpointer:
     """Saves and restores (train state, data position) per step under ``directory``.
 

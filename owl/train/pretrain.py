@@ -52,7 +52,7 @@ from owl.models.configs import ModelConfig
 from owl.ops.image import normalize_pixels
 from owl.text.tokenizer import get_tokenizer
 from owl.train import optim
-from owl.train.checkpointing import Checkpointer
+from owl.train.checkpointing import Checkpointer, refuse_unless_resuming
 from owl.train.logging import MetricAverager, MetricWriter, ProgressBar, read_jsonl
 from owl.train.losses import contrastive_loss
 from owl.train.step import TrainState
@@ -571,13 +571,7 @@ def pretrain(
     )["lr"]  # fmt: skip
 
     checkpoints = Checkpointer(workdir / CHECKPOINT_DIR, max_to_keep=int(config.keep_checkpoints))
-    latest = checkpoints.latest_step()
-    if latest is not None and not resume:
-        checkpoints.close()
-        raise PretrainingError(
-            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
-            "continue that run, or choose a new --workdir"
-        )
+    latest = refuse_unless_resuming(checkpoints, workdir, resume, PretrainingError)
     init_rng, rng = jax.random.split(jax.random.PRNGKey(config.seed))
     params = init_pretrainer(model_config, init_rng)
     state = TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params), rng=rng)

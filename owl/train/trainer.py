@@ -47,7 +47,7 @@ from owl.models.configs import ModelConfig, get_variant
 from owl.models.owl_vit import OwlViT, param_shapes
 from owl.train import init as init_lib
 from owl.train import optim
-from owl.train.checkpointing import Checkpointer
+from owl.train.checkpointing import Checkpointer, refuse_unless_resuming
 from owl.train.logging import MetricAverager, MetricWriter, ProgressBar
 from owl.train.step import (
     LossConfig,
@@ -532,13 +532,7 @@ def train_and_evaluate(
         max_to_keep=int(t.keep_checkpoints),
         async_save=bool(t.get("async_checkpoints", True)),
     )
-    latest = checkpoints.latest_step()
-    if latest is not None and not resume:
-        checkpoints.close()
-        raise TrainingError(
-            f"{workdir} already holds checkpoints (latest step {latest}); pass --resume to "
-            "continue that run, or choose a new --workdir"
-        )
+    latest = refuse_unless_resuming(checkpoints, workdir, resume, TrainingError)
     if is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / CONFIG_FILE).write_text(config.to_json_best_effort(indent=2) + "\n")
