@@ -3,8 +3,10 @@
 Everything here is numpy + Pillow + scipy (no JAX), so it can run in data loaders and CLIs before
 any accelerator is touched. The pipeline is:
 
-    load_image(path) -> float32 [H, W, 3] in [0, 1]   (EXIF orientation, modes, alpha, errors)
+    decode_image(path) -> Raster: the stored dtype, [H, W, C]  (EXIF orientation, modes, errors)
     preprocess(image, image_size=S, pad_value=v) -> (CLIP-normalised [S, S, 3], ImageMeta)
+        resizes straight from the Raster (owl/ops/resize.py): no float copy of the photo
+    load_image(path) -> float32 [H, W, 3] in [0, 1]   (for drawing and training augmentation)
     boxes_to_pixels(pred_boxes, meta) -> xyxy pixels in the original image
 
 Two resize policies exist upstream (owl_vit_spec §2.1); both pad at the bottom/right only, which
@@ -24,18 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import struct
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
-from scipy import ndimage
+from PIL import Image
+
+from owl.ops.resize import Raster, ResizeMethod, resize_to_square
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -43,7 +44,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Same number as Pillow's Image.MAX_IMAGE_PIXELS (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = 89_478_485
 
-ResizeMethod = Literal["official", "tf"]
 Colour = float | Sequence[float]
 ImageInput = str | os.PathLike | np.ndarray | Image.Image
 
@@ -82,7 +82,86 @@ class ImageMeta:
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading
+# Decoding
+
+
+def to_float_rgb(raster: Raster, background: Colour = 1.0) -> np.ndarray:
+    """The whole image as float32 [H, W, 3] in [0, 1], alpha composited onto ``background``.
+
+    This is a full-size float copy (12 bytes per pixel); model input does not need it (`preprocess`
+    resizes straight from the raster).
+    """
+    bg = _background(background).astype(np.float32)
+    x = raster.pixels().astype(np.float32) / np.float32(raster.scale)
+    np.clip(x, 0.0, 1.0, out=x)
+    if raster.channels in (2, 4):
+        colour, alpha = x[..., : raster.channels - 1], x[..., raster.channels - 1 :]
+        x = colour * alpha + bg * (1.0 - alpha)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
+
+
+def decode_image(
+    image: ImageInput,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif: bool = True,
+) -> Raster:
+    """Reads an image file (or takes an array / PIL image) as a `Raster`, with every check.
+
+    Args:
+        image: a path to any Pillow-readable file, or a numpy array / PIL image (see
+            `as_float_rgb` for what arrays may hold).
+        max_pixels: refuse files with more than this many pixels before decoding them (a guard
+            against decompression bombs); None disables the check.
+        exif: apply the EXIF orientation tag (files and PIL images).
+
+    Raises:
+        ImageLoadError: missing, empty, unreadable, truncated, zero-size or too large file, or an
+            unsupported array.
+    """
+    if isinstance(image, Image.Image):
+        return _pil_raster(image, "PIL image", exif)
+    if isinstance(image, np.ndarray):
+        return _array_raster(image, f"array of shape {image.shape} and dtype {image.dtype}")
+    if not isinstance(image, (str, os.PathLike)):
+        raise ImageLoadError(
+            f"{type(image).__name__}: not an image; pass a path, a numpy array or a PIL image."
+        )
+    path = Path(image)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: no such file; check the path.")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a directory, not an image file; pass an image file.")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
+    with _pillow_bomb_check_disabled():
+        try:
+            pil = Image.open(path)
+        except Image.UnidentifiedImageError as e:
+            if _header_has_zero_size(path):
+                raise ImageLoadError(
+                    f"{path}: the image has zero width or height; it holds no pixels."
+                ) from e
+            raise ImageLoadError(
+                f"{path}: not an image file Pillow can read; pass a JPEG, PNG, BMP, GIF, TIFF or "
+                "WebP file."
+            ) from e
+        except OSError as e:
+            raise ImageLoadError(f"{path}: cannot read the file ({e}).") from e
+        try:
+            _check_size(pil.size, path, max_pixels)
+            # The full decode happens here (.load()), so truncation is caught here. The raster
+            # reads its strips out of Pillow's buffer; the file itself is closed.
+            raster = _pil_raster(pil, str(path), exif)
+        except ImageLoadError:
+            pil.close()
+            raise
+        except OSError as e:
+            pil.close()
+            raise ImageLoadError(f"{path}: cannot read the file ({e}).") from e
+    return raster
 
 
 def load_image(
@@ -96,9 +175,9 @@ def load_image(
 
     EXIF orientation is applied (unless exif=False), so the result is the image as a viewer shows
     it. Dataset evaluation turns it off: annotations refer to the stored pixel grid, and the
-    official pipeline ignores EXIF. Alpha is
-    composited onto ``background``; for model input pass the checkpoint's pad value (as
-    `preprocess` does), so transparent areas look like padding.
+    official pipeline ignores EXIF. Alpha is composited onto ``background``; for model input pass
+    the checkpoint's pad value, so transparent areas look like padding. This makes a float32 copy
+    of the whole image (12 bytes per pixel); model input goes through `preprocess`, which does not.
 
     Args:
         image: a path to any Pillow-readable file, or a numpy array / PIL image (see
@@ -114,34 +193,8 @@ def load_image(
     Raises:
         ImageLoadError: missing, empty, unreadable, truncated, zero-size or too large file.
     """
-    if isinstance(image, (np.ndarray, Image.Image)):
-        return as_float_rgb(image, background=background, exif=exif)
-    path = Path(image)
-    if not path.exists():
-        raise ImageLoadError(f"{path}: no such file; check the path.")
-    if path.is_dir():
-        raise ImageLoadError(f"{path}: is a directory, not an image file; pass an image file.")
-    if path.stat().st_size == 0:
-        raise ImageLoadError(f"{path}: the file is empty (0 bytes); re-export or re-download it.")
-    with _pillow_bomb_check_disabled():
-        try:
-            with Image.open(path) as pil:
-                _check_size(pil.size, path, max_pixels)
-                # as_float_rgb forces the full decode (.load()), so truncation is caught here.
-                return as_float_rgb(pil, background=background, name=str(path), exif=exif)
-        except ImageLoadError:
-            raise
-        except Image.UnidentifiedImageError as e:
-            if _header_has_zero_size(path):
-                raise ImageLoadError(
-                    f"{path}: the image has zero width or height; it holds no pixels."
-                ) from e
-            raise ImageLoadError(
-                f"{path}: not an image file Pillow can read; pass a JPEG, PNG, BMP, GIF, TIFF or "
-                "WebP file."
-            ) from e
-        except OSError as e:
-            raise ImageLoadError(f"{path}: cannot read the file ({e}).") from e
+    bg = _background(background)
+    return to_float_rgb(decode_image(image, max_pixels=max_pixels, exif=exif), bg)
 
 
 def as_float_rgb(
@@ -172,84 +225,120 @@ def as_float_rgb(
     """
     bg = _background(background)
     if isinstance(image, Image.Image):
-        name = name or "PIL image"
-        rgba = _pil_to_float(image, name, exif)
+        raster = _pil_raster(image, name or "PIL image", exif)
     elif isinstance(image, np.ndarray):
-        name = name or f"array of shape {image.shape} and dtype {image.dtype}"
-        rgba = _array_to_float(image, name)
+        raster = _array_raster(
+            image, name or f"array of shape {image.shape} and dtype {image.dtype}"
+        )
     else:
         raise ImageLoadError(
             f"{type(image).__name__}: not an image; pass a path, a numpy array or a PIL image."
         )
-    if rgba.shape[0] == 0 or rgba.shape[1] == 0:
-        raise ImageLoadError(f"{name}: the image has zero width or height; it holds no pixels.")
-    if rgba.shape[-1] == 4:
-        alpha = rgba[..., 3:]
-        rgba = rgba[..., :3] * alpha + bg * (1.0 - alpha)
-    return np.ascontiguousarray(np.clip(rgba, 0.0, 1.0), dtype=np.float32)
+    return to_float_rgb(raster, bg)
 
 
-def _pil_to_float(pil: Image.Image, name: str, exif: bool = True) -> np.ndarray:
-    """Returns float64 [H, W, 3 or 4] in [0, 1] from a PIL image of any mode."""
+# EXIF orientation tag -> (transpose, flip stored rows, flip stored columns): the same view as
+# ImageOps.exif_transpose gives (tested against it).
+_ORIENTATIONS = {
+    1: (False, False, False),
+    2: (False, False, True),  # mirrored left-right
+    3: (False, True, True),  # rotated 180
+    4: (False, True, False),  # mirrored top-bottom
+    5: (True, False, False),  # transposed
+    6: (True, True, False),  # rotated 90 clockwise to view
+    7: (True, True, True),  # transversed
+    8: (True, False, True),  # rotated 90 counter-clockwise to view
+}
+
+# Pillow modes read as they are: mode -> (numpy dtype of tobytes(), channels, scale).
+_RAW_MODES = {
+    "L": ("u1", 1, 255.0),
+    "LA": ("u1", 2, 255.0),
+    "RGB": ("u1", 3, 255.0),
+    "RGBA": ("u1", 4, 255.0),
+    "I;16": ("<u2", 1, 65535.0),
+    "I;16L": ("<u2", 1, 65535.0),
+    "I;16B": (">u2", 1, 65535.0),
+    "I;16N": ("=u2", 1, 65535.0),
+    "I": ("=i4", 1, 65535.0),  # 32-bit integer images are taken to be 16-bit data
+    "F": ("=f4", 1, 1.0),  # float images are taken to be in [0, 1] already (clipped)
+}
+
+
+def _pil_raster(pil: Image.Image, name: str, exif: bool = True) -> Raster:
+    """Decodes a PIL image of any mode into a Raster that reads strips out of Pillow's buffer.
+
+    Modes without a direct layout (palette, CMYK, YCbCr, 1-bit, premultiplied alpha, ...) are
+    converted one strip at a time, so the conversion never makes a second full-size image.
+    """
     try:
         pil.load()
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ...
         raise ImageLoadError(
             f"{name}: the image data is truncated or corrupt ({e}); re-export or re-download it."
         ) from e
-    try:
-        if exif:
-            pil = ImageOps.exif_transpose(pil)
-    except Exception:  # A broken EXIF block should not make an otherwise fine image unreadable.
-        pass
+    orientation = 1
+    if exif:
+        try:
+            orientation = int(pil.getexif().get(0x0112, 1))
+        except Exception:  # A broken EXIF block should not make an otherwise fine image unreadable.
+            orientation = 1
+    width, height = pil.size
+    if width == 0 or height == 0:
+        raise ImageLoadError(f"{name}: the image has zero width or height; it holds no pixels.")
     mode = pil.mode
-    if mode in _MODES_16BIT:
-        grey = np.asarray(pil).astype(np.float64) / 65535.0
-        if "transparency" in pil.info:  # A tRNS grey level; rare enough to drop, but say so.
-            warnings.warn(f"{name}: 16-bit transparency is ignored.", stacklevel=3)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    if mode == "F":
-        grey = np.asarray(pil).astype(np.float64)
-        return np.repeat(grey[..., None], 3, axis=-1)
-    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in pil.info
-    target = "RGBA" if has_alpha else "RGB"
-    try:
-        converted = pil if mode == target else pil.convert(target)
-    except (ValueError, OSError) as e:
-        raise ImageLoadError(
-            f"{name}: cannot convert image mode {mode!r} to RGB ({e}); save it as RGB first."
-        ) from e
-    return np.asarray(converted).astype(np.float64) / 255.0
+    if mode in _MODES_16BIT and "transparency" in pil.info:  # A tRNS grey level: rare, say so.
+        warnings.warn(f"{name}: 16-bit transparency is ignored.", stacklevel=3)
+    has_alpha = mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        "transparency" in pil.info and mode not in _MODES_16BIT
+    )
+    if mode in _RAW_MODES and (mode not in ("L", "RGB") or not has_alpha):
+        target = mode
+    else:
+        target = "RGBA" if has_alpha else "RGB"
+        try:  # fail now, not in the middle of a resize
+            pil.crop((0, 0, 1, 1)).convert(target)
+        except (ValueError, OSError) as e:
+            raise ImageLoadError(
+                f"{name}: cannot convert image mode {mode!r} to RGB ({e}); save it as RGB first."
+            ) from e
+    dtype, channels, scale = _RAW_MODES[target]
+
+    def read(a: int, b: int) -> np.ndarray:  # stored columns a:b
+        strip = pil.crop((a, 0, b, height))
+        if target != mode:
+            strip = strip.convert(target)
+        return np.frombuffer(strip.tobytes(), dtype=dtype).reshape(height, b - a, channels)
+
+    transpose, flip_rows, flip_cols = _ORIENTATIONS.get(orientation, _ORIENTATIONS[1])
+    return Raster(read, height, width, channels, scale, transpose, flip_rows, flip_cols)
 
 
-def _array_to_float(array: np.ndarray, name: str) -> np.ndarray:
-    """Returns float64 [H, W, 3 or 4] in [0, 1] from a numpy image array."""
+def _array_raster(array: np.ndarray, name: str) -> Raster:
+    """Checks a numpy image array and wraps it as a Raster (no copy)."""
     if array.ndim == 2:
         array = array[..., None]
     if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
         raise ImageLoadError(f"{name}: expected shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4].")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageLoadError(f"{name}: the image has zero width or height; it holds no pixels.")
     if array.dtype == np.uint8:
-        out = array.astype(np.float64) / 255.0
-    elif array.dtype == np.uint16:
-        out = array.astype(np.float64) / 65535.0
-    elif array.dtype == np.bool_:
-        out = array.astype(np.float64)
-    elif np.issubdtype(array.dtype, np.floating):
-        out = array.astype(np.float64)
-        if out.size and not (np.nanmin(out) >= 0.0 and np.nanmax(out) <= 1.0):
-            raise ImageLoadError(
-                f"{name}: float pixels must lie in [0, 1] (found {np.nanmin(out):.4g} to "
-                f"{np.nanmax(out):.4g}); divide 0-255 data by 255 or pass uint8."
-            )
-        if np.isnan(out).any():
+        return Raster.from_array(array, 255.0)
+    if array.dtype == np.uint16:
+        return Raster.from_array(array, 65535.0)
+    if array.dtype == np.bool_:
+        return Raster.from_array(array, 1.0)
+    if np.issubdtype(array.dtype, np.floating):
+        if np.isnan(array).any():
             raise ImageLoadError(f"{name}: the image contains NaN pixels.")
-    else:
-        raise ImageLoadError(
-            f"{name}: unsupported dtype; pass uint8, uint16, bool or float in [0, 1]."
-        )
-    if out.shape[-1] == 1:
-        out = np.repeat(out, 3, axis=-1)
-    return out
+        lo, hi = float(array.min()), float(array.max())
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ImageLoadError(
+                f"{name}: float pixels must lie in [0, 1] (found {lo:.4g} to {hi:.4g}); divide "
+                "0-255 data by 255 or pass uint8."
+            )
+        return Raster.from_array(array, 1.0)
+    raise ImageLoadError(f"{name}: unsupported dtype; pass uint8, uint16, bool or float in [0, 1].")
 
 
 def _background(background: Colour) -> np.ndarray:
@@ -304,83 +393,6 @@ def _header_has_zero_size(path: Path) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# Pad and resize
-
-
-def pad_to_square(image: np.ndarray, pad_value: Colour) -> np.ndarray:
-    """Pads [H, W, C] at the bottom and right to a max(H, W) square filled with ``pad_value``."""
-    height, width = image.shape[:2]
-    side = max(height, width)
-    out = np.empty((side, side, *image.shape[2:]), dtype=image.dtype)
-    out[...] = np.asarray(pad_value, dtype=image.dtype)
-    out[:height, :width] = image
-    return out
-
-
-def resize_square(
-    image: np.ndarray, size: int, *, pad_value: Colour, method: ResizeMethod = "official"
-) -> np.ndarray:
-    """Resizes float [H, W, 3] in [0, 1] to a padded [size, size, 3] square (image at top-left).
-
-    Args:
-        image: float [H, W, 3] in [0, 1].
-        size: side S of the output.
-        pad_value: fill for the padding (0.5 for OWL-ViT v1, 0.0 for OWLv2).
-        method: ``"official"`` pads to a square, then resizes the skimage way (anti-aliased
-            bilinear), as the scenic Colabs and transformers' Owlv2ImageProcessor do;
-            ``"tf"`` resizes the long side to S with bilinear interpolation and no anti-aliasing,
-            then pads, as scenic's evaluator and training pipeline do.
-
-    Returns:
-        float32 [size, size, 3].
-    """
-    if size <= 0:
-        raise ValueError(f"image size {size} must be positive.")
-    image = np.asarray(image, dtype=np.float64)
-    if method == "official":
-        return _skimage_resize(pad_to_square(image, pad_value), (size, size)).astype(np.float32)
-    if method == "tf":
-        height, width = image.shape[:2]
-        long_side = max(height, width)
-        new_h = size if height == long_side else math.floor(height * size / long_side)
-        new_w = size if width == long_side else math.floor(width * size / long_side)
-        resized = _bilinear_resize(image, (max(new_h, 1), max(new_w, 1)))
-        out = np.empty((size, size, image.shape[2]), dtype=np.float64)
-        out[...] = np.asarray(pad_value, dtype=np.float64)
-        out[: resized.shape[0], : resized.shape[1]] = resized
-        return out.astype(np.float32)
-    raise ValueError(f"unknown resize method {method!r}; use 'official' or 'tf'.")
-
-
-def _skimage_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``skimage.transform.resize(image, shape, order=1, anti_aliasing=True)`` for [H, W, C].
-
-    Follows skimage (and transformers' Owlv2ImageProcessor, which copies it): Gaussian blur with
-    sigma = max(0, (factor - 1) / 2) per axis, bilinear ``ndimage.zoom`` with grid_mode=True, mode
-    "mirror" (skimage's "reflect"), then clip to the input's range.
-    """
-    factors = np.array([image.shape[0] / shape[0], image.shape[1] / shape[1], 1.0])
-    sigma = np.maximum(0.0, (factors - 1.0) / 2.0)
-    filtered = ndimage.gaussian_filter(image, sigma, mode="mirror", cval=0.0)
-    out = ndimage.zoom(filtered, 1.0 / factors, order=1, mode="mirror", cval=0.0, grid_mode=True)
-    return np.clip(out, image.min(), image.max())
-
-
-def _bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``tf.image.resize(image, shape, "bilinear", antialias=False)`` (half-pixel centres)."""
-    out = image
-    for axis, (n_in, n_out) in enumerate(zip(image.shape[:2], shape, strict=True)):
-        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-        src = np.clip(src, 0.0, n_in - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        frac = (src - lo).reshape((-1,) + (1,) * (out.ndim - 1 - axis))
-        a, b = np.take(out, lo, axis=axis), np.take(out, hi, axis=axis)
-        out = a + (b - a) * frac
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # Model input and box mapping
 
 
@@ -400,7 +412,8 @@ def preprocess(
             composited onto ``pad_value`` so they look like padding to the model.
         image_size: side S of the square model input (768 for B/32, 960 for OWLv2 B/16, ...).
         pad_value: padding grey level: 0.5 for OWL-ViT v1, 0.0 for OWLv2.
-        method: resize policy, see `resize_square`.
+        method: resize policy, see `resize_square`. Memory: the decoded image in its own dtype
+            (3 bytes per pixel for RGB photos) plus one S x min(H, W) float32 buffer.
         max_pixels: decompression-bomb guard for files, see `load_image`.
         exif: apply the EXIF orientation (see `load_image`).
 
@@ -408,18 +421,37 @@ def preprocess(
         (pixels, meta): pixels float32 [S, S, 3], (x - CLIP_MEAN) / CLIP_STD; meta an `ImageMeta`.
     """
     path = None if isinstance(image, (np.ndarray, Image.Image)) else os.fspath(image)
-    rgb = load_image(image, max_pixels=max_pixels, background=pad_value, exif=exif)
-    height, width = rgb.shape[:2]
-    square = resize_square(rgb, image_size, pad_value=pad_value, method=method)
-    pixels = normalize_pixels(square)
+    raster = decode_image(image, max_pixels=max_pixels, exif=exif)
+    square = resize_to_square(raster, image_size, pad_value=pad_value, method=method)
     meta = ImageMeta(
-        width=width,
-        height=height,
+        width=raster.width,
+        height=raster.height,
         image_size=image_size,
-        scale=image_size / max(height, width),
+        scale=image_size / max(raster.height, raster.width),
         path=path,
     )
-    return pixels.astype(np.float32), meta
+    return normalize_pixels(square), meta
+
+
+def resize_square(
+    image: np.ndarray, size: int, *, pad_value: Colour, method: ResizeMethod = "official"
+) -> np.ndarray:
+    """Resizes float [H, W, 3] in [0, 1] to a padded [size, size, 3] square (image at top-left).
+
+    Args:
+        image: float [H, W, 3] in [0, 1].
+        size: side S of the output.
+        pad_value: fill for the padding (0.5 for OWL-ViT v1, 0.0 for OWLv2).
+        method: ``"official"`` pads to a square, then resizes the skimage way (anti-aliased
+            bilinear), as the scenic Colabs and transformers' Owlv2ImageProcessor do;
+            ``"tf"`` resizes the long side to S with bilinear interpolation and no anti-aliasing,
+            then pads, as scenic's evaluator and training pipeline do (owl/ops/resize.py).
+
+    Returns:
+        float32 [size, size, 3].
+    """
+    raster = _array_raster(np.asarray(image), f"array of shape {np.shape(image)}")
+    return resize_to_square(raster, size, pad_value=pad_value, method=method)
 
 
 def normalize_pixels(image: np.ndarray) -> np.ndarray:

@@ -18,7 +18,6 @@ from owl.ops.image import (
     as_float_rgb,
     boxes_to_pixels,
     load_image,
-    pad_to_square,
     pixels_to_normalized,
     preprocess,
     resize_square,
@@ -229,14 +228,6 @@ def test_pillow_bomb_warning_and_error_do_not_leak(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------------
 # Pad and resize
-
-
-def test_pad_to_square_bottom_right():
-    image = np.ones((2, 3, 1), dtype=np.float32)
-    out = pad_to_square(image, 0.5)
-    expected = np.array([[1, 1, 1], [1, 1, 1], [0.5, 0.5, 0.5]], dtype=np.float32)[..., None]
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_array_equal(pad_to_square(np.ones((3, 1, 1)), 0.0)[:, :, 0], [[1, 0, 0]] * 3)
 
 
 @pytest.mark.parametrize("shape, size", [((37, 53, 3), 32), ((53, 37, 3), 32), ((10, 7, 3), 32)])
