@@ -25,6 +25,7 @@ from owl.cli.options import (
     model_id,
     model_option,
     parse_boxes,
+    precision_option,
     progress_bar,
     query_error,
     query_image_options,
@@ -150,6 +151,7 @@ Examples:
 )  # fmt: skip
 @max_pixels_option
 @truncate_option
+@precision_option
 def detect(
     images: tuple[str, ...],
     queries: tuple[str, ...],
@@ -175,6 +177,7 @@ def detect(
     quiet: bool,
     max_image_pixels: int,
     truncate_long_queries: bool,
+    precision: str,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
@@ -223,8 +226,9 @@ def detect(
 
     # -- model and queries ---------------------------------------------------------------------
     detector = load_detector(
-        model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet
-    )
+        model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
+        precision=precision,
+    )  # fmt: skip
     notes = _check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:
         query_set = detector.prepare_queries(request, truncate=truncate_long_queries)

@@ -21,6 +21,7 @@ from owl.cli.options import (
     check_model_spec,
     load_detector,
     model_id,
+    precision_option,
 )
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -139,6 +140,7 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "--model also predictions.jsonl (resumable log), run.json and detections.json.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show pycocotools' own progress output.")
+@precision_option
 def eval_cmd(
     model_name: str | None,
     images_dir: Path | None,
@@ -157,6 +159,7 @@ def eval_cmd(
     max_dets: int,
     output_dir: Path | None,
     verbose: bool,
+    precision: str,
 ) -> None:
     """Compute COCO or LVIS box metrics (AP, AP50, APr, ...) for a detections file or a model.
 
@@ -199,7 +202,7 @@ def eval_cmd(
             novel_categories=novel_categories, prompts=prompts, top_k=top_k,
             max_images=max_images, batch_size=batch_size, resize=resize,
             long_prompts=long_prompts, skip_missing=skip_missing, overwrite=overwrite,
-            max_dets=max_dets, output_dir=output_dir, verbose=verbose,
+            max_dets=max_dets, output_dir=output_dir, verbose=verbose, precision=precision,
         )  # fmt: skip
         return
     if images_dir is not None:
@@ -247,6 +250,7 @@ def _evaluate_model(
     max_dets: int,
     output_dir: Path,
     verbose: bool,
+    precision: str = "f32",
 ) -> None:
     """The --model path: `owl.eval.evaluation.evaluate` (resumable), then the report."""
     from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
@@ -270,7 +274,7 @@ def _evaluate_model(
         raise UsageFailure(str(e)) from None
     detector = load_detector(
         model_name, batch_size=batch_size, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, quiet=False,
-        resize_method=resize,
+        resize_method=resize, precision=precision,
     )  # fmt: skip
     try:
         result = evaluate(

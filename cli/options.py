@@ -125,6 +125,16 @@ def max_pixels_option(f: F) -> F:
     )(f)  # fmt: skip
 
 
+def precision_option(f: F) -> F:
+    """--precision f32|bf16."""
+    return click.option(
+        "--precision", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+        help="Compute precision of the image tower. bf16 runs the vision transformer in "
+        "bfloat16 (text tower and heads stay f32); faster on GPUs, not on XLA:CPU, and scores "
+        "move slightly (docs/detect.md gives the measured difference).",
+    )(f)  # fmt: skip
+
+
 def truncate_option(f: F) -> F:
     """--truncate-long-queries."""
     return click.option(
@@ -168,6 +178,7 @@ def load_detector(
     max_pixels: int | None,
     quiet: bool,
     resize_method: str = "official",
+    precision: str = "f32",
 ):
     """Loads --model into a `Detector`; a bad name or file is a usage error (exit 2).
 
@@ -181,7 +192,7 @@ def load_detector(
     from owl.inference.detector import Detector
 
     try:
-        model = load(spec, progress=not quiet)
+        model = load(spec, progress=not quiet, precision=precision)
     except UnknownModelError as e:
         raise click.UsageError(f"--model: {e}") from None
     except CheckpointError as e:

@@ -175,6 +175,7 @@ def load(
     *,
     config: ModelConfig | Mapping[str, Any] | None = None,
     progress: bool = True,
+    precision: str = "f32",
 ) -> OwlModel:
     """Loads a detector.
 
@@ -185,6 +186,8 @@ def load(
         with {"native_grid_size": 60} for posemb truncation). Official files carry no config;
         theirs is inferred from parameter shapes unless given.
       progress: show a progress bar when a registry model is downloaded.
+      precision: "f32" (default) or "bf16", the image tower's compute precision (see
+        `owl.models.model.PRECISIONS`; docs/detect.md gives the measured agreement).
 
     Returns:
       An `OwlModel` holding the config and parameters.
@@ -214,7 +217,7 @@ def load(
             raise CheckpointError(f"{e} (the cached file of model {entry.name}: {hint})") from None
         label = entry.name
     check_params(params, param_shapes(cfg))
-    return OwlModel(cfg, params, source=label)
+    return OwlModel(cfg, params, source=label, precision=precision)
 
 
 __all__ = ["CheckpointError", "load", "read_checkpoint", "sniff_format"]

@@ -20,6 +20,11 @@ from owl.models.owl_vit import OwlViT
 # Outputs of `OwlViT.embed_image` that only training and feature extraction need.
 FEATURE_KEYS = ("feature_map", "image_features")
 
+# Compute precisions of the image tower. "bf16" runs the vision transformer (its weights and
+# activations) in bfloat16, with float32 accumulation in the attention and LayerNorm statistics;
+# the text tower and the heads (class, box, objectness) stay float32, so logits are scored in f32.
+PRECISIONS = ("f32", "bf16")
+
 
 class OwlModel:
     """A detector with parameters; every method takes and returns arrays with a batch axis.
@@ -30,15 +35,42 @@ class OwlModel:
       source: where the parameters came from (a path or registry name), for messages.
     """
 
-    def __init__(self, config: ModelConfig, params: Any, source: str | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        params: Any,
+        source: str | None = None,
+        *,
+        precision: str = "f32",
+    ):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
         self.config = config
         self.params = jax.device_put(params)
         self.source = source
+        self.precision = precision
         self.module = OwlViT(config)
 
     def __repr__(self) -> str:
         n = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(self.params))
-        return f"OwlModel({self.config.family}, {self.config.image_size}px, {n:,} params, {self.source!r})"
+        extra = "" if self.precision == "f32" else f", {self.precision}"
+        return (
+            f"OwlModel({self.config.family}, {self.config.image_size}px, {n:,} params, "
+            f"{self.source!r}{extra})"
+        )
+
+    @functools.cached_property
+    def _image_params(self) -> Any:
+        """The parameters the image stages run with: the vision tower cast for bf16."""
+        if self.precision == "f32":
+            return self.params
+        clip = dict(self.params["backbone"]["clip"])
+        clip["visual"] = jax.tree.map(lambda a: a.astype(jnp.bfloat16), clip["visual"])
+        return {**self.params, "backbone": {**self.params["backbone"], "clip": clip}}
+
+    @property
+    def _pixel_dtype(self) -> Any:
+        return jnp.bfloat16 if self.precision == "bf16" else jnp.float32
 
     # -- jitted stages (compiled once per input shape) ------------------------------------------
 
@@ -74,7 +106,10 @@ class OwlModel:
         still computed, but not returned): what detection caches needs only the head outputs.
         """
         fn = self._embed_image if features else self._embed_image_heads
-        return fn(self.params, jnp.asarray(pixel_values, jnp.float32))
+        out = fn(self._image_params, jnp.asarray(pixel_values, self._pixel_dtype))
+        if self.precision == "f32":
+            return out
+        return {k: v.astype(jnp.float32) for k, v in out.items()}
 
     def embed_text(self, input_ids: np.ndarray | jax.Array) -> jax.Array:
         """[..., 16] token ids -> unnormalised query embeddings [..., E]."""
