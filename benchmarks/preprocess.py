@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[5])
 from owl.ops.image import preprocess
@@ -53,7 +53,8 @@ else:
         pixels = reference_pixels(pil, size, pad_value=0.0, method=method)
         n = pil.width * pil.height
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open("/proc/self/status") as f:
+    peak = int(f.read().split("VmHWM:")[1].split()[0]) * 1024  # this process's own peak
 np.save(sys.argv[6], pixels)
 print(json.dumps({"seconds": seconds, "bytes_per_pixel": (peak - base) / n}))
 """

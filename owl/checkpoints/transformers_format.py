@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 from owl.checkpoints.tree import (
@@ -332,31 +333,57 @@ def read_transformers(directory: str | os.PathLike) -> tuple[ModelConfig, Params
     return config, params
 
 
-def _load_state(directory: Path) -> dict[str, np.ndarray]:
+def _load_state(directory: Path) -> Mapping[str, np.ndarray]:
     single, index = directory / WEIGHTS_NAME, directory / INDEX_NAME
     if single.is_file():
-        return _load_safetensors(single)
+        return _LazyState({key: single for key in _safetensors_keys(single)})
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
-        state: dict[str, np.ndarray] = {}
+        where: dict[str, Path] = {}
         for shard in sorted(set(weight_map.values())):
-            state.update(_load_safetensors(directory / shard))
-        missing = [k for k in weight_map if k not in state]
+            where.update({key: directory / shard for key in _safetensors_keys(directory / shard)})
+        missing = [k for k in weight_map if k not in where]
         if missing:
             raise CheckpointError(f"{index}: tensor {missing[0]!r} is in no shard")
-        return state
+        return _LazyState(where)
     pickled = sorted(p for p in directory.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if pickled:
         raise CheckpointError(f"{pickled[0]}: refusing to read a pickled checkpoint; {PICKLE_HINT}")
     raise CheckpointError(f"{directory}: no {WEIGHTS_NAME} or {INDEX_NAME} found")
 
 
-def _load_safetensors(path: Path) -> dict[str, np.ndarray]:
+class _LazyState(Mapping):
+    """A state dict whose tensors are read from their safetensors file when asked for.
+
+    Conversion to the canonical tree takes one tensor at a time, so at most one raw tensor is
+    alive next to the converted ones: peak memory is the model once, not twice.
+    """
+
+    def __init__(self, where: dict[str, Path]):
+        self._where = where
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        path = self._where[key]
+        try:
+            with safetensors.safe_open(str(path), framework="numpy") as f:
+                return f.get_tensor(key)
+        except Exception as e:  # SafetensorError and friends: truncated or corrupt file
+            raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def _safetensors_keys(path: Path) -> list[str]:
     try:
-        return safetensors.numpy.load_file(path)
+        with safetensors.safe_open(str(path), framework="numpy") as f:
+            return list(f.keys())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except Exception as e:  # SafetensorError and friends: truncated or corrupt file
