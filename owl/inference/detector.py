@@ -12,6 +12,7 @@ Cost model (spec §9): the image encoder dominates, the class head is cheap. So 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -183,43 +184,60 @@ class Detector:
 
         Returns one entry per input: its `ImageEncoding`, or the `ImageLoadError` that stopped it.
         """
-        results: list[Any] = [None] * len(images)
-        pending: list[tuple[int, tuple, np.ndarray, ImageMeta]] = []
-        repeats: list[tuple[int, tuple, str | None]] = []  # same content twice in this call
+        return self._encode_prepared(images, self._prepare(images))
+
+    def _prepare(self, images: Sequence[ImageInput]) -> list[tuple]:
+        """The host side of encoding: cache lookups, decoding and preprocessing (no model call).
+
+        `detect_each` runs this on a background thread for the next batch while the model runs
+        on the current one. Each entry is ("hit", encoding), ("error", ImageLoadError),
+        ("repeat", key) for content already pending in this call, or ("pixels", key, pixels,
+        meta).
+        """
+        prepared: list[tuple] = []
         pending_keys: set[tuple] = set()
         c = self.model.config
-        for i, image in enumerate(images):
+        for image in images:
             key = self._cache_key(image)
             hit = self._images.get_item(key)
             if hit is not None:
-                results[i] = _with_path(hit, _path_of(image))
-                continue
-            if key in pending_keys:
-                repeats.append((i, key, _path_of(image)))
-                continue
-            try:
-                pixels, meta = preprocess(
-                    image, image_size=c.image_size, pad_value=c.pad_value,
-                    method=self.resize_method, max_pixels=self.max_pixels,
-                )  # fmt: skip
-            except ImageLoadError as e:
-                results[i] = e
-                continue
-            pending.append((i, key, pixels, meta))
-            pending_keys.add(key)
+                prepared.append(("hit", hit))
+            elif key in pending_keys:
+                prepared.append(("repeat", key))
+            else:
+                try:
+                    pixels, meta = preprocess(
+                        image, image_size=c.image_size, pad_value=c.pad_value,
+                        method=self.resize_method, max_pixels=self.max_pixels,
+                    )  # fmt: skip
+                except ImageLoadError as e:
+                    prepared.append(("error", e))
+                    continue
+                prepared.append(("pixels", key, pixels, meta))
+                pending_keys.add(key)
+        return prepared
+
+    def _encode_prepared(
+        self, images: Sequence[ImageInput], prepared: list[tuple]
+    ) -> list[ImageEncoding | ImageLoadError]:
+        """The model side of encoding: runs the image tower on what `_prepare` left to do."""
+        results: list[Any] = [None] * len(images)
+        pending = [(i, entry) for i, entry in enumerate(prepared) if entry[0] == "pixels"]
         encoded: dict[tuple, ImageEncoding] = {}
         for start in range(0, len(pending), self.batch_size):
             chunk = pending[start : start + self.batch_size]
-            for (i, key, _, _meta), enc in zip(
-                chunk,
-                self._encode_batch([p for _, _, p, _ in chunk], [m for *_, m in chunk]),
-                strict=False,
-            ):
-                self._images.put(key, enc)
-                encoded[key] = enc
+            batch = self._encode_batch([e[2] for _, e in chunk], [e[3] for _, e in chunk])
+            for (i, entry), enc in zip(chunk, batch, strict=True):
+                self._images.put(entry[1], enc)
+                encoded[entry[1]] = enc
                 results[i] = enc
-        for i, key, path in repeats:
-            results[i] = _with_path(encoded[key], path)
+        for i, (image, entry) in enumerate(zip(images, prepared, strict=True)):
+            if entry[0] == "hit":
+                results[i] = _with_path(entry[1], _path_of(image))
+            elif entry[0] == "repeat":
+                results[i] = _with_path(encoded[entry[1]], _path_of(image))
+            elif entry[0] == "error":
+                results[i] = entry[1]
         return results
 
     def _encode_batch(
@@ -408,17 +426,21 @@ class Detector:
             nms=qs.has_image_queries if nms is None else nms, nms_iou=nms_iou,
             class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
         )  # fmt: skip
-        batch: list[ImageInput] = []
-        for image in images:
-            batch.append(image)
-            if len(batch) == self.batch_size:
-                yield from self._detect_batch(batch, qs, options, on_result)
-                batch = []
-        if batch:
-            yield from self._detect_batch(batch, qs, options, on_result)
+        # Decode and preprocess the next batch on a background thread while the model runs on
+        # this one (Pillow, numpy and XLA release the GIL), so a folder runs at the model's speed.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="owl-prefetch") as pool:
+            current = None
+            for batch in _batches(images, self.batch_size):
+                upcoming = (batch, pool.submit(self._prepare, batch))
+                if current is not None:
+                    yield from self._detect_batch(*current, qs, options, on_result)
+                current = upcoming
+            if current is not None:
+                yield from self._detect_batch(*current, qs, options, on_result)
 
-    def _detect_batch(self, images, qs, options, on_result) -> Iterator[DetectionResult]:
-        for image, enc in zip(images, self.encode_images(images), strict=False):
+    def _detect_batch(self, images, prepared, qs, options, on_result) -> Iterator[DetectionResult]:
+        encodings = self._encode_prepared(images, prepared.result())
+        for image, enc in zip(images, encodings, strict=True):
             source = _path_of(image) or "<array>"
             if isinstance(enc, ImageLoadError):
                 result = DetectionResult(source, None, str(enc))
@@ -464,6 +486,17 @@ class Detector:
                 raise ImageLoadError(result.error)
             out.append(result.detections)
         return out
+
+
+def _batches(images: Iterable[ImageInput], size: int) -> Iterator[list[ImageInput]]:
+    batch: list[ImageInput] = []
+    for image in images:
+        batch.append(image)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _path_of(image: ImageInput) -> str | None:

@@ -11,6 +11,7 @@ tests/models/test_image_guided_parity.py.
 from __future__ import annotations
 
 import shutil
+import threading
 
 import jax.numpy as jnp
 import numpy as np
@@ -363,3 +364,28 @@ def test_detector_loads_a_model_file(tiny_model_file, tiny_owlv2):
     assert det.model.config == tiny_owlv2.config
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         Detector(tiny_owlv2, batch_size=0)
+
+
+def test_next_batch_is_preprocessed_while_the_model_runs(monkeypatch, tiny_owlv2, tmp_path):
+    paths = [write_png(tmp_path / f"{i}.png", image(40, 30 + i, seed=i)) for i in range(4)]
+    det = Detector(tiny_owlv2, batch_size=2)
+    second_batch_started = threading.Event()
+    prepare, encode = det._prepare, det._encode_batch
+    overlapped = []
+
+    def recording_prepare(images):
+        if images[0] == paths[2]:
+            second_batch_started.set()
+        return prepare(images)
+
+    def slow_encode(pixels, metas):
+        if metas[0].path == paths[0]:  # the first batch waits until the second is being read
+            overlapped.append(second_batch_started.wait(timeout=10))
+        return encode(pixels, metas)
+
+    monkeypatch.setattr(det, "_prepare", recording_prepare)
+    monkeypatch.setattr(det, "_encode_batch", slow_encode)
+    results = list(det.detect_each(paths, ["a cat"], threshold=0.0))
+    assert overlapped == [True]
+    assert [r.source for r in results] == paths  # input order kept
+    assert det.image_encoder_calls == 2
