@@ -15,12 +15,17 @@ reader (`read_checkpoint`); the readers import only the shared tree module
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
 
 from owl import compilation_cache
 from owl.checkpoints import registry
@@ -217,7 +222,35 @@ def load(
             raise CheckpointError(f"{e} (the cached file of model {entry.name}: {hint})") from None
         label = entry.name
     check_params(params, param_shapes(cfg))
+    _move_to_device(params)
     return OwlModel(cfg, params, source=label, precision=precision)
+
+
+def _move_to_device(params: dict) -> None:
+    """Replaces each numpy leaf by a device array, in place, freeing the host copy as it goes.
+
+    `jax.device_put` on CPU aliases numpy memory, and the first jitted call then copies every
+    parameter anyway, so the model was held twice (measured on B/32: 1.35 GB peak against 0.82
+    GB once loaded). Copying leaf by leaf and handing the freed host memory back to the system
+    (glibc keeps it otherwise) keeps the peak at the model plus one tensor.
+    """
+    trim = _malloc_trim()
+    for key, value in params.items():
+        if isinstance(value, dict):
+            _move_to_device(value)
+        elif isinstance(value, np.ndarray):
+            params[key] = jnp.array(value, copy=True)
+            del value
+            trim()
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to hand back
+        return lambda: None
 
 
 __all__ = ["CheckpointError", "load", "read_checkpoint", "sniff_format"]
