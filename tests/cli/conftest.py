@@ -13,9 +13,10 @@ def load_once():
     real, cache = load_module.load, {}
 
     def cached(source, **kwargs):
-        if str(source) not in cache:
-            cache[str(source)] = real(source, **kwargs)
-        return cache[str(source)]
+        key = (str(source), kwargs.get("precision", "f32"))
+        if key not in cache:
+            cache[key] = real(source, **kwargs)
+        return cache[key]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(load_module, "load", cached)

@@ -79,3 +79,18 @@ def test_bad_embedding_file_says_what_it_should_be_never_unpickle(tmp_path, cont
         "'kind' strings, as `owl embed-query -o FILE.npz` writes it; make it again with that"
     )
     assert "unsafely" not in result.output and "allow_pickle" not in result.output
+
+
+def test_precision_bf16_finds_the_same_red_circle():
+    def best(*extra):
+        result = run(EXAMPLE, "-q", "red circle", "-o", "-", "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+        [det, *_] = json.loads(result.stdout)["results"][0]["detections"]
+        return np.array(det["box"]), det["score"]
+
+    (box32, score32), (box16, score16) = best(), best("--precision", "bf16")
+    assert score16 != score32  # bf16 really ran
+    np.testing.assert_allclose(box16, box32, atol=2.0)  # pixels, on a 128-pixel image
+    assert abs(score16 - score32) < 0.05
+    bad = run(EXAMPLE, "-q", "red circle", "--precision", "fp8")
+    assert bad.exit_code == 2 and "'fp8' is not one of 'f32', 'bf16'" in bad.output
