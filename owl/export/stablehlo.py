@@ -32,11 +32,19 @@ def stage_functions(model: OwlModel, params: Any) -> dict[str, Callable[..., Any
     def f32(p: Any) -> Any:
         return jax.tree_util.tree_map(lambda x: jnp.asarray(x).astype(jnp.float32), p)
 
+    # Each stage closes over only the parameters it reads, so each file holds only its weights.
+    clip = params["backbone"]["clip"]
+    image_params = {
+        **{k: v for k, v in params.items() if k != "backbone"},
+        "backbone": {**params["backbone"], "clip": {"visual": clip["visual"], "logit_scale": clip["logit_scale"]}},
+    }
+    text_params = {"backbone": {"clip": {"text": clip["text"], "logit_scale": clip["logit_scale"]}}}
+
     def image_encoder(pixel_values: jax.Array) -> dict[str, jax.Array]:
-        return model._embed_image_heads(f32(params), pixel_values)
+        return model._embed_image_heads(f32(image_params), pixel_values)
 
     def text_encoder(input_ids: jax.Array) -> dict[str, jax.Array]:
-        return {"query_embeddings": model._embed_text(f32(params), input_ids)}
+        return {"query_embeddings": model._embed_text(f32(text_params), input_ids)}
 
     def score(class_embeddings, logit_shift, logit_scale, query_embeddings) -> dict[str, jax.Array]:
         logits = score_queries(normalize(class_embeddings), logit_shift, logit_scale, query_embeddings)

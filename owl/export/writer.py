@@ -142,20 +142,27 @@ def _prepare_folder(directory: Path) -> Path:
     """Creates `directory`, or reuses an empty one or an earlier export (its manifest removed)."""
     if directory.exists() and not directory.is_dir():
         raise ExportDirError(f"--out {directory}: is a file; give a folder for the export")
-    if directory.is_dir() and any(directory.iterdir()):
-        if not (directory / MANIFEST_NAME).exists() and not any(
-            p.suffix in (".onnx", ".stablehlo") for p in directory.iterdir()
-        ):
+    if directory.is_dir():
+        others = [p.name for p in directory.iterdir() if not _is_export_file(p)]
+        if others:
             raise ExportDirError(
-                f"--out {directory}: the folder holds other files; give an empty or new folder"
+                f"--out {directory}: the folder holds files that are not an owl export "
+                f"({others[0]}); give an empty or new folder"
             )
         (directory / MANIFEST_NAME).unlink(missing_ok=True)  # unfinished until verified again
-        for old in directory.glob("*.onnx*"):
-            old.unlink()
-        for old in directory.glob("*.stablehlo"):
-            old.unlink()
+        for old in directory.iterdir():
+            if old.is_file():
+                old.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     return directory
+
+
+def _is_export_file(path: Path) -> bool:
+    if path.name == "tokenizer":
+        return path.is_dir()
+    return path.is_file() and (
+        path.name == MANIFEST_NAME or path.name.endswith((".onnx", ".onnx.data", ".stablehlo"))
+    )
 
 
 def _copy_tokenizer(folder: Path, context_length: int) -> dict[str, Any]:
