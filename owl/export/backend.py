@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -159,8 +158,11 @@ def _check_signatures(directory: Path, manifest: Manifest, runners: dict[str, Ru
         emb = None
     want = ["objectness_logits"] if c.objectness else []
     missing = [k for k in want if hasattr(run, "session") and k not in outputs]
-    if shape is None or list(shape[1:]) != [c.image_size, c.image_size, 3] or missing or (
-        emb is not None and list(emb[1:]) != [c.num_patches, c.embed_dim]
+    if (
+        shape is None
+        or list(shape[1:]) != [c.image_size, c.image_size, 3]
+        or missing
+        or (emb is not None and list(emb[1:]) != [c.num_patches, c.embed_dim])
     ):
         raise ExportDirError(
             f"{directory}: the image_encoder graph does not match manifest.json (input "

@@ -28,7 +28,9 @@ def write_onnx(
     from owl.files import atomic_path
 
     graphs = {
-        "image_encoder": build_image_encoder(config, params, batch=batch, weight_dtype=weight_dtype),
+        "image_encoder": build_image_encoder(
+            config, params, batch=batch, weight_dtype=weight_dtype
+        ),
         "text_encoder": build_text_encoder(config, params, weight_dtype=weight_dtype),
         "score": build_score(config, batch=batch),
     }

@@ -36,7 +36,10 @@ def stage_functions(model: OwlModel, params: Any) -> dict[str, Callable[..., Any
     clip = params["backbone"]["clip"]
     image_params = {
         **{k: v for k, v in params.items() if k != "backbone"},
-        "backbone": {**params["backbone"], "clip": {"visual": clip["visual"], "logit_scale": clip["logit_scale"]}},
+        "backbone": {
+            **params["backbone"],
+            "clip": {"visual": clip["visual"], "logit_scale": clip["logit_scale"]},
+        },
     }
     text_params = {"backbone": {"clip": {"text": clip["text"], "logit_scale": clip["logit_scale"]}}}
 
@@ -47,7 +50,9 @@ def stage_functions(model: OwlModel, params: Any) -> dict[str, Callable[..., Any
         return {"query_embeddings": model._embed_text(f32(text_params), input_ids)}
 
     def score(class_embeddings, logit_shift, logit_scale, query_embeddings) -> dict[str, jax.Array]:
-        logits = score_queries(normalize(class_embeddings), logit_shift, logit_scale, query_embeddings)
+        logits = score_queries(
+            normalize(class_embeddings), logit_shift, logit_scale, query_embeddings
+        )
         return {"logits": logits}
 
     return {"image_encoder": image_encoder, "text_encoder": text_encoder, "score": score}
@@ -115,7 +120,9 @@ def _describe(avals: Any, names: list[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def load_stablehlo(path: Path, name: str) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+def load_stablehlo(
+    path: Path, name: str
+) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     """A runner for one serialised stage: {input name: array} -> {output name: numpy array}.
 
     Raises:
