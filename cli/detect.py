@@ -18,6 +18,7 @@ import click
 
 from owl.cli.options import (
     EXIT_CODES_HELP,
+    backend_option,
     expand_image_args,
     load_detector,
     max_pixels_option,
@@ -88,6 +89,7 @@ Examples:
     help="Query embedding saved by `owl embed-query` (repeatable); FILE@T sets its threshold.",
 )  # fmt: skip
 @model_option
+@backend_option
 @click.option(
     "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
     help="Minimum score for queries without a threshold of their own.",
@@ -178,6 +180,7 @@ def detect(
     max_image_pixels: int,
     truncate_long_queries: bool,
     precision: str,
+    backend: str,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
@@ -227,7 +230,7 @@ def detect(
     # -- model and queries ---------------------------------------------------------------------
     detector = load_detector(
         model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
-        precision=precision,
+        precision=precision, backend=backend,
     )  # fmt: skip
     notes = _check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("owl.cli.detect", "detect"),
     "embed-query": ("owl.cli.embed_query", "embed_query"),
     "eval": ("owl.cli.eval", "eval_cmd"),
+    "export": ("owl.cli.export", "export"),
     "train": ("owl.cli.train", "train"),
     "pretrain": ("owl.cli.pretrain", "pretrain"),
     "shapes": ("owl.cli.shapes", "shapes"),

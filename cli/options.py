@@ -33,12 +33,36 @@ used, a missing extra; 130 interrupted (Ctrl-C)."""
 
 # Modules of the [train] extra (pyproject.toml); `owl train` and `owl pretrain` need them.
 TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
+# Modules of the [export] extra: `owl export --format onnx` builds graphs with onnx, and
+# `--backend onnx` runs them with onnxruntime.
+EXPORT_EXTRA_MODULES = ("onnx", "onnxruntime")
 
 
 class UsageFailure(click.ClickException):
     """A usage error printed as one "Error: ..." line, without the usage text (exit 2)."""
 
     exit_code = EXIT_USAGE
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a missing parent package, or a half-imported module
+        return False
+
+
+def check_export_extra(what: str, modules: Sequence[str] = EXPORT_EXTRA_MODULES) -> None:
+    """Stops with one line naming `pip install "owl[export]"` when a module of it is missing.
+
+    Raises:
+      UsageFailure: a module of `modules` cannot be found (exit 2).
+    """
+    for name in modules:
+        if not _has_module(name):
+            raise UsageFailure(
+                f"{what} needs the export extra (module {name!r} is not installed); "
+                'install it with: pip install "owl[export]"'
+            )
 
 
 def check_train_extra(command: str) -> None:
@@ -51,11 +75,7 @@ def check_train_extra(command: str) -> None:
       UsageFailure: a module of `TRAIN_EXTRA_MODULES` cannot be found (exit 2).
     """
     for name in TRAIN_EXTRA_MODULES:
-        try:
-            found = importlib.util.find_spec(name) is not None
-        except (ImportError, ValueError):  # a missing parent package, or a half-imported module
-            found = False
-        if not found:
+        if not _has_module(name):
             raise UsageFailure(
                 f"`owl {command}` needs the training extra (module {name!r} is not installed); "
                 'install it with: pip install "owl[train]"'
@@ -135,6 +155,16 @@ def precision_option(f: F) -> F:
     )(f)  # fmt: skip
 
 
+def backend_option(f: F) -> F:
+    """--backend jax|onnx|stablehlo."""
+    return click.option(
+        "--backend", type=click.Choice(["jax", "onnx", "stablehlo"]), default="jax",
+        show_default=True,
+        help="What encodes images and queries: owl's JAX model, or the graphs of a folder "
+        "written by `owl export` (then --model is that folder; onnx needs owl[export]).",
+    )(f)  # fmt: skip
+
+
 def truncate_option(f: F) -> F:
     """--truncate-long-queries."""
     return click.option(
@@ -171,6 +201,27 @@ def check_model_spec(spec: str) -> None:
         raise click.UsageError(f"--model {spec}: {e}") from None
 
 
+def load_model(spec: str, *, quiet: bool, precision: str = "f32"):
+    """Loads --model (a registry name or a checkpoint path); a bad one is a usage error (exit 2).
+
+    Returns:
+      An `owl.models.model.OwlModel`.
+    """
+    from owl.checkpoints.download import DownloadError
+    from owl.checkpoints.load import load
+    from owl.checkpoints.registry import UnknownModelError
+    from owl.checkpoints.tree import CheckpointError
+
+    try:
+        return load(spec, progress=not quiet, precision=precision)
+    except UnknownModelError as e:
+        raise click.UsageError(f"--model: {e}") from None
+    except CheckpointError as e:
+        raise click.UsageError(f"--model {spec}: {e}") from None
+    except DownloadError as e:
+        raise click.ClickException(str(e)) from None
+
+
 def load_detector(
     spec: str,
     *,
@@ -179,26 +230,33 @@ def load_detector(
     quiet: bool,
     resize_method: str = "official",
     precision: str = "f32",
+    backend: str = "jax",
 ):
     """Loads --model into a `Detector`; a bad name or file is a usage error (exit 2).
+
+    With --backend onnx or stablehlo, --model is an export folder; a missing, corrupt or
+    mismatched one is a one-line usage error.
 
     Returns:
       An `owl.inference.detector.Detector`.
     """
-    from owl.checkpoints.download import DownloadError
-    from owl.checkpoints.load import load
-    from owl.checkpoints.registry import UnknownModelError
-    from owl.checkpoints.tree import CheckpointError
+    if backend != "jax":
+        if backend == "onnx":
+            check_export_extra("--backend onnx", ("onnxruntime",))
+        from owl.export.manifest import ExportDirError
+        from owl.inference.detector import Detector
+
+        try:
+            return Detector(
+                spec, batch_size=batch_size, max_pixels=max_pixels,
+                resize_method=resize_method, backend=backend,
+            )  # fmt: skip
+        except ExportDirError as e:
+            raise UsageFailure(f"--model {e}") from None
+
     from owl.inference.detector import Detector
 
-    try:
-        model = load(spec, progress=not quiet, precision=precision)
-    except UnknownModelError as e:
-        raise click.UsageError(f"--model: {e}") from None
-    except CheckpointError as e:
-        raise click.UsageError(f"--model {spec}: {e}") from None
-    except DownloadError as e:
-        raise click.ClickException(str(e)) from None
+    model = load_model(spec, quiet=quiet, precision=precision)
     return Detector(
         model, batch_size=batch_size, max_pixels=max_pixels, resize_method=resize_method
     )

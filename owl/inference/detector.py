@@ -42,6 +42,10 @@ from owl.ops.image import (
 from owl.text.tokenizer import get_tokenizer
 
 MIN_QUERY_BUCKET = 8
+# The backend seam: what encodes pixels and token ids. "jax" is an `OwlModel`; the others an
+# export folder's `owl.export.backend.ExportedModel`, with the same `config`,
+# `embed_image(pixels, features=False)` and `embed_text(ids)`.
+BACKENDS = ("jax", "onnx", "stablehlo")
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -128,6 +132,9 @@ class Detector:
       max_pixels: decompression-bomb limit for image files (None: no limit).
       resize_method: "official" (pad then antialiased resize, the notebooks' way) or "tf" (the
         scenic evaluator's resize-then-pad).
+      backend: "jax" (owl's model), or "onnx" / "stablehlo": `model` is then a folder written by
+        `owl export`, whose graphs encode images and texts (`owl.export.backend`); everything
+        else (preprocessing, caches, scoring, post-processing) is the same.
 
     Example:
       det = Detector("owlvit-b32")
@@ -143,8 +150,15 @@ class Detector:
         text_cache_size: int = 4096,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         resize_method: str = "official",
+        backend: str = "jax",
     ):
-        if not isinstance(model, OwlModel):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if backend != "jax" and isinstance(model, (str, os.PathLike)):
+            from owl.export.backend import open_export
+
+            model = open_export(model, format=backend)
+        elif not isinstance(model, OwlModel) and backend == "jax":
             from owl.checkpoints.load import load
 
             model = load(model)

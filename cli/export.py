@@ -1,0 +1,113 @@
+"""`owl export`: write a model's image encoder, text encoder and score graphs, verified.
+
+Argument handling and printing only; the graphs, the manifest and the verification live in
+`owl.export` (writer.py). Documentation for users: docs/export.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from owl.cli.options import (
+    EXIT_CODES_HELP,
+    UsageFailure,
+    check_export_extra,
+    load_model,
+    write_line,
+)
+
+EPILOG = """\b
+Examples:
+  owl export owlv2-b16 --format onnx --out owlv2-onnx/
+  owl export shapes-tiny --format stablehlo --out shapes-hlo/ --batch 4
+  owl export owlvit-b32 --format onnx --out b32-bf16/ --precision bf16
+  owl detect --backend onnx --model owlv2-onnx/ -q "red car" photo.jpg
+
+"""
+
+
+def _batch(value: str) -> int | None:
+    if value == "dynamic":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"{value!r} is neither a positive integer nor 'dynamic'")
+    return n
+
+
+@click.command("export", epilog=EPILOG + EXIT_CODES_HELP)
+@click.argument("model", metavar="MODEL")
+@click.option(
+    "--format", "fmt", type=click.Choice(["onnx", "stablehlo"]), default="onnx",
+    show_default=True, help="Graph format: ONNX (run with ONNX Runtime; needs owl[export]) or "
+    "serialised StableHLO (jax.export; run with jax.export.deserialize).",
+)  # fmt: skip
+@click.option(
+    "--out", "out", required=True, type=click.Path(path_type=Path), metavar="DIR",
+    help="Folder to write (new, empty, or an earlier export, which is replaced).",
+)  # fmt: skip
+@click.option(
+    "--batch", default="dynamic", show_default=True, metavar="N|dynamic",
+    help="Image batch of the image encoder and score graphs: a fixed N, or dynamic.",
+)  # fmt: skip
+@click.option(
+    "--precision", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+    help="bf16 stores the weights in bfloat16 (half the size) and computes in float32.",
+)  # fmt: skip
+@click.option(
+    "--tolerance", type=float, default=1e-4, show_default=True,
+    help="Largest max |diff| against owl that verification accepts.",
+)  # fmt: skip
+@click.option("--quiet", is_flag=True, help="Print only the final line.")
+def export(
+    model: str, fmt: str, out: Path, batch: str, precision: str, tolerance: float, quiet: bool
+) -> None:
+    """Export MODEL as graphs that keep the vocabulary open: image_encoder, text_encoder, score.
+
+    MODEL is a registry name or a checkpoint path (as for --model elsewhere). The image encoder
+    turns normalised pixels into boxes, class embeddings, the logit shift and scale, and (OWLv2)
+    objectness; the text encoder turns token ids into query embeddings; score is their dot
+    product with shift and scale. DIR/manifest.json records the config, preprocessing,
+    tokenizer files (copied into DIR/tokenizer/) and the max |diff| against owl, measured on a
+    random input and a shipped example image: the export fails (exit 1, no manifest) if it is
+    over --tolerance.
+    """
+    fixed = _batch(batch)
+    if fmt == "onnx":
+        check_export_extra("`owl export --format onnx`")
+    if out.exists() and not out.is_dir():
+        raise UsageFailure(f"--out {out}: is a file; give a folder for the export")
+    from owl.export.manifest import ExportDirError
+    from owl.export.writer import VerificationError, export_model
+
+    loaded = load_model(model, quiet=quiet)
+    try:
+        manifest = export_model(
+            loaded, out, format=fmt, batch=fixed, precision=precision, tolerance=tolerance
+        )
+    except ExportDirError as e:
+        raise UsageFailure(str(e)) from None
+    except VerificationError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(f"--out {out}: cannot write the export ({e})") from None
+    v = manifest.verification
+    if not quiet:
+        for name, graph in manifest.graphs.items():
+            size = (out / graph["file"]).stat().st_size
+            data = out / (graph["file"] + ".data")
+            size += data.stat().st_size if data.exists() else 0
+            write_line(
+                f"  {name:<14} {graph['file']:<24} {size / 2**20:8.1f} MiB   "
+                f"max |diff| vs owl {v['max_abs_diff'][name]:.2e}"
+            )
+    batch_text = "dynamic batch" if fixed is None else f"batch {fixed}"
+    write_line(
+        f"wrote {fmt} export of {model} to {out} ({batch_text}, {precision}; verified: max "
+        f"|diff| {max(v['max_abs_diff'].values()):.2e} <= {tolerance:g})"
+    )

@@ -1,0 +1,185 @@
+"""`export_model`: write an export folder (graphs, tokenizer, manifest), verified against owl.
+
+The folder gets `image_encoder`, `text_encoder` and `score` graphs in one format, the tokenizer
+files copied from owl's assets, then — only after the graphs have been run and compared with
+owl on the verification inputs — `manifest.json`. A folder without a manifest is therefore an
+unfinished export, and `owl.export.backend.open_export` refuses it.
+
+Precision "bf16" stores the weights (arrays of 1024 values or more) in bfloat16, which halves
+the files; the graphs cast them to float32 and compute in float32. Verification then compares
+against owl running the same rounded weights, to the same tolerance, and also records the
+difference from the original float32 weights.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_dtypes
+import numpy as np
+
+import owl
+from owl.export.backend import load_graphs
+from owl.export.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, ExportDirError, Manifest
+from owl.export.verify import TOLERANCE, VerificationError, compare
+from owl.files import atomic_write
+from owl.models.model import OwlModel
+from owl.ops.image import CLIP_MEAN, CLIP_STD
+from owl.text.tokenizer import EOT_ID, PAD_ID, SOT_ID
+
+TOKENIZER_FILES = ("bpe_simple_vocab_16e6.txt.gz", "LICENSE-clip-bpe.txt")
+BF16_MIN_SIZE = 1024  # smaller arrays (biases, LayerNorms, the class token) stay float32
+
+
+def export_model(
+    model: OwlModel,
+    out: str | os.PathLike,
+    *,
+    format: str = "onnx",
+    batch: int | None = None,
+    precision: str = "f32",
+    tolerance: float = TOLERANCE,
+) -> Manifest:
+    """Exports `model` into the folder `out` and verifies it; returns the written manifest.
+
+    Args:
+      model: the detector to export.
+      out: the folder; created if needed. An existing folder must be empty or an owl export.
+      format: "onnx" or "stablehlo".
+      batch: a fixed image batch, or None for a dynamic one.
+      precision: "f32", or "bf16" for bfloat16-stored weights computed in float32.
+      tolerance: largest max |diff| against owl that passes.
+    Raises:
+      ValueError: a bad format, precision or batch; ExportDirError: `out` is not usable.
+      VerificationError: the graphs differ from owl by more than `tolerance` (no manifest).
+    """
+    if format not in FORMATS:
+        raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be a positive integer or dynamic, got {batch}")
+    directory = _prepare_folder(Path(out))
+    params = jax.device_get(model.params)
+    reference = model
+    stored = params
+    if precision == "bf16":
+        stored = jax.tree_util.tree_map(_to_bf16, params)
+        reference = OwlModel(
+            model.config, jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), stored)
+        )
+    if format == "onnx":
+        from owl.export.onnx_files import write_onnx
+
+        as_f32 = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), stored)
+        weight_dtype = ml_dtypes.bfloat16 if precision == "bf16" else np.float32
+        graphs = write_onnx(model.config, as_f32, directory, batch, weight_dtype)
+    else:
+        from owl.export.stablehlo import write_stablehlo
+
+        graphs = write_stablehlo(model, stored, directory, batch)
+    tokenizer = _copy_tokenizer(directory / "tokenizer", model.config.context_length)
+    manifest = Manifest(
+        format=format,
+        config=model.config,
+        batch=batch,
+        precision=precision,
+        graphs=graphs,
+        preprocessing=preprocessing_contract(model),
+        tokenizer=tokenizer,
+        verification={},
+        owl_version=owl.__version__,
+        source=model.source,
+    )
+    exported = load_graphs(directory, manifest)
+    result = compare(reference, exported, batch)
+    result["tolerance"] = tolerance
+    worst = max(result["max_abs_diff"].values())
+    if precision == "bf16":
+        result["max_abs_diff_vs_f32_weights"] = compare(model, exported, batch)["max_abs_diff"]
+    if not worst <= tolerance:
+        per_graph = ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff"].items())
+        raise VerificationError(
+            f"{directory}: the exported graphs differ from owl by up to {worst:.2e} (> "
+            f"{tolerance:g}: {per_graph}); no manifest written"
+        )
+    manifest = Manifest(**{**manifest.__dict__, "verification": result})
+    with atomic_write(directory / MANIFEST_NAME) as f:
+        f.write(manifest.to_json())
+    return manifest
+
+
+def preprocessing_contract(model: OwlModel) -> dict[str, Any]:
+    """What a runtime must do to an image before the image encoder (owl.ops.image.preprocess)."""
+    c = model.config
+    return {
+        "image_size": c.image_size,
+        "pad_value": c.pad_value,
+        "mean": list(CLIP_MEAN),
+        "std": list(CLIP_STD),
+        "layout": "NHWC float32, RGB",
+        "resize": (
+            "scale RGB to [0, 1]; pad at the bottom and right to a square filled with pad_value; "
+            "resize to image_size x image_size (antialiased bilinear); then (x - mean) / std"
+        ),
+        "boxes": "pred_boxes are (cx, cy, w, h) in [0, 1] of the padded square",
+    }
+
+
+def _to_bf16(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype == np.float32 and x.size >= BF16_MIN_SIZE:
+        return x.astype(ml_dtypes.bfloat16)
+    return x
+
+
+def _prepare_folder(directory: Path) -> Path:
+    """Creates `directory`, or reuses an empty one or an earlier export (its manifest removed)."""
+    if directory.exists() and not directory.is_dir():
+        raise ExportDirError(f"--out {directory}: is a file; give a folder for the export")
+    if directory.is_dir():
+        others = [p.name for p in directory.iterdir() if not _is_export_file(p)]
+        if others:
+            raise ExportDirError(
+                f"--out {directory}: the folder holds files that are not an owl export "
+                f"({others[0]}); give an empty or new folder"
+            )
+        (directory / MANIFEST_NAME).unlink(missing_ok=True)  # unfinished until verified again
+        for old in directory.iterdir():
+            if old.is_file():
+                old.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def _is_export_file(path: Path) -> bool:
+    if path.name == "tokenizer":
+        return path.is_dir()
+    return path.is_file() and (
+        path.name == MANIFEST_NAME or path.name.endswith((".onnx", ".onnx.data", ".stablehlo"))
+    )
+
+
+def _copy_tokenizer(folder: Path, context_length: int) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        resource = importlib.resources.files("owl").joinpath("assets", name)
+        with importlib.resources.as_file(resource) as src:
+            shutil.copyfile(src, folder / name)
+    return {
+        "kind": "CLIP byte-level BPE (lower-cased, ftfy-fixed, whitespace-collapsed)",
+        "files": [f"tokenizer/{name}" for name in TOKENIZER_FILES],
+        "context_length": context_length,
+        "pad_id": PAD_ID,
+        "start_id": SOT_ID,
+        "end_id": EOT_ID,
+        "layout": "[start, tokens..., end, 0, 0, ...] per query, int64 for ONNX, int32 for StableHLO",
+    }
+
+
+__all__ = ["VerificationError", "export_model", "preprocessing_contract"]
