@@ -401,7 +401,12 @@ class Index:
             negative_embeddings,
         )  # fmt: skip
         logits = suppress_negatives(logits, negative_logits)
-        thresholds = np.array([threshold if t is None else t for t in qs.thresholds], np.float64)
+        # A masked pair (a negative is closer) scores exactly 0; even threshold 0 must drop it, and
+        # any real logit above -745 scores more than the smallest float64, so floor there.
+        thresholds = np.maximum(
+            np.array([threshold if t is None else t for t in qs.thresholds], np.float64),
+            np.finfo(np.float64).smallest_subnormal,
+        )
         scores = sigmoid(logits)
         passing = np.where(scores >= thresholds[None, :], scores, -1.0).max(axis=1)
         images = snap.image_of_box[rows]
@@ -411,7 +416,9 @@ class Index:
         results = []
         for i in ranked:
             mine = np.flatnonzero(images == i)
-            results.append(self._detections(snap, int(i), rows[mine], logits[mine], qs, options))
+            results.append(
+                self._detections(snap, int(i), rows[mine], logits[mine], qs, thresholds, options)
+            )
         return results
 
     def _negatives(self, negatives, truncate: bool) -> np.ndarray:
@@ -450,7 +457,7 @@ class Index:
 
     def _detections(
         self, snap: store.Snapshot, image: int, rows: np.ndarray, logits: np.ndarray,
-        qs: QuerySet, options: PostprocessOptions,
+        qs: QuerySet, thresholds: np.ndarray, options: PostprocessOptions,
     ) -> Detections:  # fmt: skip
         meta = ImageMeta(
             width=int(snap.widths[image]), height=int(snap.heights[image]),
@@ -461,7 +468,7 @@ class Index:
         if self.detector.model.config.objectness:
             extra["objectness"] = sigmoid(snap.objectness[rows])
         dets = detections_from_scores(
-            logits, boxes_to_pixels(snap.boxes[rows], meta), qs.labels, qs.thresholds, options,
+            logits, boxes_to_pixels(snap.boxes[rows], meta), qs.labels, thresholds.tolist(), options,
             extra=extra, metadata={"path": meta.path, "width": meta.width, "height": meta.height},
         )  # fmt: skip
         data = {"box_index": dets.data["patch"]}  # the patch index, as in `owl detect` output
