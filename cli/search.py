@@ -216,5 +216,8 @@ def search(
         if not quiet:
             write_line(f"wrote {html_path}", err=True)
     if not quiet:
-        write_line(f"{len(results)} of {searched} indexed image(s) match", err=True)
+        write_line(
+            f"{len(results)} image(s) above the threshold shown (--top {top}) of {searched} indexed",
+            err=True,
+        )
     report_failures(failures, len(results))
