@@ -258,3 +258,19 @@ def test_kill_9_during_indexing_then_resume_equals_fresh_build(tmp_path, detecto
     with Index(tmp_path / "fresh.idx", model=detector) as fresh:
         fresh.add(paths)
     assert contents(index_path) == contents(tmp_path / "fresh.idx")
+
+
+def test_without_the_search_extra_the_command_says_what_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a)
+    )
+    result = CliRunner().invoke(cli, ["index", str(EXAMPLES), "--index", str(tmp_path / "x.idx")])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: `owl index` needs the search extra (module 'faiss' is not installed); "
+        'install it with: pip install "owl[search]"'
+    ]
+    assert not (tmp_path / "x.idx").exists()
