@@ -274,3 +274,17 @@ def test_without_the_search_extra_the_command_says_what_to_install(tmp_path, mon
         'install it with: pip install "owl[search]"'
     ]
     assert not (tmp_path / "x.idx").exists()
+
+
+def test_faiss_path_gives_the_exact_results(tmp_path, detector):
+    """Above `exact_below` boxes, FAISS proposes candidates; re-scored, they equal exact search."""
+    paths = make_images(tmp_path / "photos", 12)
+    with Index(tmp_path / "e.idx", model=detector) as exact:
+        exact.add(paths)
+        want = exact.search(QUERIES, top=3)
+    with Index(tmp_path / "e.idx", model=detector, exact_below=1) as ann:
+        got = ann.search(QUERIES, top=3)
+    assert [g.metadata["path"] for g in got] == [w.metadata["path"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g == w
+    assert len(list(tmp_path.glob("e.idx.vectors-*.faiss"))) == 1
