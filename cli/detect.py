@@ -19,17 +19,20 @@ import click
 from owl.cli.options import (
     EXIT_CODES_HELP,
     backend_option,
+    check_embeddings,
+    collect_queries,
+    draw_image,
     expand_image_args,
+    format_image,
     load_detector,
     max_pixels_option,
     max_pixels_value,
-    model_id,
     model_option,
-    parse_boxes,
     precision_option,
     progress_bar,
     query_error,
     query_image_options,
+    report_failures,
     truncate_option,
     write_line,
 )
@@ -212,7 +215,7 @@ def detect(
         raise click.UsageError("no images given; pass image files, folders or glob patterns")
     total = len(paths)
 
-    request, embedding_files = _collect_queries(
+    request, embedding_files = collect_queries(
         queries, queries_file, query_images, query_boxes, query_labels, query_method,
         query_embeddings,
     )  # fmt: skip
@@ -232,7 +235,7 @@ def detect(
         model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
         precision=precision, backend=backend,
     )  # fmt: skip
-    notes = _check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
+    notes = check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:
         query_set = detector.prepare_queries(request, truncate=truncate_long_queries)
     except ValueError as e:  # empty or over-long text, bad box, unreadable query image
@@ -281,9 +284,9 @@ def detect(
         for query_index in detections.class_id:
             counts[int(query_index)] += 1
         if output is None:
-            write_line(_format_image(source, detections))
+            write_line(format_image(source, detections))
         if save_dir is not None:
-            error = _draw(local[position], detections, save_dir / drawn_names[position])
+            error = draw_image(local[position], detections, save_dir / drawn_names[position])
             if error is not None:
                 failures.append(error)
     bar.close()
@@ -313,11 +316,7 @@ def detect(
             _summary(len(done), total - len(done), query_set.labels, thresholds, counts),
             err=True,
         )
-    if failures:
-        write_line(f"{len(failures)} of {_count(total, 'image')} failed:", err=True)
-        for message in failures:
-            write_line(f"  failed: {message}", err=True)
-        click.get_current_context().exit(1)
+    report_failures(failures, total)
 
 
 def _fetch_urls(paths: Sequence[str]) -> tuple[list[str], dict[int, str]]:
@@ -406,91 +405,6 @@ def _image_ids(paths: Sequence[str], dataset: dict) -> tuple[list[str], list[int
     kept = [(p, i) for p, i in zip(paths, ids, strict=True) if i is not None]
     unmatched = [p for p, i in zip(paths, ids, strict=True) if i is None]
     return [p for p, _ in kept], [int(i) for _, i in kept], unmatched
-
-
-def _collect_queries(
-    queries: tuple[str, ...],
-    queries_file: str | None,
-    query_images: tuple[str, ...],
-    query_boxes: tuple[str, ...],
-    query_labels: tuple[str, ...],
-    query_method: str,
-    query_embeddings: tuple[str, ...],
-) -> tuple[list, list[str]]:
-    """All query options -> (queries in order, embedding file paths); problems are exit 2."""
-    from owl.inference import inputs
-    from owl.inference.queries import load_query_embedding, parse_text_query
-
-    request: list = []
-    embedding_files: list[str] = []
-    try:
-        for spec in queries:
-            text_query = parse_text_query(spec)
-            if not text_query.text:
-                raise click.UsageError(f"--query {spec!r} is empty; give some text, e.g. 'red car'")
-            request.append(text_query)
-        if queries_file is not None:
-            request.extend(inputs.read_queries_file(queries_file))
-        boxes = parse_boxes(query_boxes)
-        request.extend(
-            inputs.group_exemplars(query_images, boxes, query_labels, method=query_method)
-        )
-        for spec in query_embeddings:
-            path, own_threshold = inputs.split_threshold_suffix(spec)
-            request.append(load_query_embedding(path, own_threshold))
-            embedding_files.append(path)
-    except ValueError as e:  # InputError, bad thresholds, unreadable embedding files
-        raise click.UsageError(str(e)) from None
-    return request, embedding_files
-
-
-def _check_embeddings(request: list, files: list[str], dim: int, model: str) -> list[str]:
-    """Embedding size must fit the model (usage error); another model's embedding is a note."""
-    from owl.inference.queries import EmbeddingQuery
-
-    notes = []
-    embeddings = [q for q in request if isinstance(q, EmbeddingQuery)]
-    current = model_id(model)
-    for query, path in zip(embeddings, files, strict=True):
-        size = query.embedding.shape[0]
-        made_with = query.model
-        if size != dim:
-            raise click.UsageError(
-                f"{path}: embedding has {size} values but model {model!r} needs {dim}; make it "
-                f"again with `owl embed-query --model {model}` (it was made with {made_with!r})"
-            )
-        if made_with is not None and made_with != current:
-            notes.append(
-                f"{path} was made with model {made_with!r}, not {current!r}; its scores may "
-                "not mean much with this model"
-            )
-    return notes
-
-
-def _format_image(source: str, detections: Detections) -> str:
-    """One image's detections as readable lines: a header, then score, label and box."""
-    meta = detections.metadata
-    size = f"{meta.get('width')}x{meta.get('height')}"
-    n = len(detections)
-    head = f"{source} ({size}): " + (
-        f"{n} detection{'s' if n != 1 else ''}" if n else "nothing found"
-    )
-    lines = [head]
-    for det in detections:
-        box = ", ".join(f"{float(v):.1f}" for v in det.xyxy)
-        lines.append(f"  {det.confidence:.3f}  {det.label}  [{box}]")
-    return "\n".join(lines)
-
-
-def _draw(source: str, detections: Detections, path: Path) -> str | None:
-    """Writes the drawn image; returns an error line instead of raising."""
-    from owl.inference.draw import draw_detections
-
-    try:
-        draw_detections(source, detections, out_path=path)
-    except (OSError, ValueError) as e:
-        return f"{source}: cannot write the drawn image {path} ({e})"
-    return None
 
 
 def _summary(

@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("owl.cli.train", "train"),
     "pretrain": ("owl.cli.pretrain", "pretrain"),
     "shapes": ("owl.cli.shapes", "shapes"),
+    "index": ("owl.cli.index", "index"),
+    "search": ("owl.cli.search", "search"),
 }
 
 

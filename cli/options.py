@@ -17,9 +17,12 @@ import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from owl.inference.detections import Detections
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +39,8 @@ TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
 # Modules of the [export] extra: `owl export --format onnx` builds graphs with onnx, and
 # `--backend onnx` runs them with onnxruntime.
 EXPORT_EXTRA_MODULES = ("onnx", "onnxruntime")
+# Modules of the [search] extra; `owl index` and `owl search` need them.
+SEARCH_EXTRA_MODULES = ("faiss",)
 
 
 class UsageFailure(click.ClickException):
@@ -65,6 +70,20 @@ def check_export_extra(what: str, modules: Sequence[str] = EXPORT_EXTRA_MODULES)
             )
 
 
+def check_extra(command: str, extra: str, modules: Sequence[str], label: str) -> None:
+    """Stops with one line naming `pip install "owl[EXTRA]"` when a module of an extra is missing.
+
+    Raises:
+      UsageFailure: one of `modules` cannot be found (exit 2).
+    """
+    for name in modules:
+        if not _has_module(name):
+            raise UsageFailure(
+                f"`owl {command}` needs the {label} extra (module {name!r} is not installed); "
+                f'install it with: pip install "owl[{extra}]"'
+            )
+
+
 def check_train_extra(command: str) -> None:
     """Stops with one line naming `pip install "owl[train]"` when the [train] extra is missing.
 
@@ -74,12 +93,7 @@ def check_train_extra(command: str) -> None:
     Raises:
       UsageFailure: a module of `TRAIN_EXTRA_MODULES` cannot be found (exit 2).
     """
-    for name in TRAIN_EXTRA_MODULES:
-        if not _has_module(name):
-            raise UsageFailure(
-                f"`owl {command}` needs the training extra (module {name!r} is not installed); "
-                'install it with: pip install "owl[train]"'
-            )
+    check_extra(command, "train", TRAIN_EXTRA_MODULES, "training")
 
 
 def config_option(f: F) -> F:
@@ -312,3 +326,103 @@ def write_line(text: str, *, err: bool = False) -> None:
     from tqdm import tqdm
 
     tqdm.write(text, file=sys.stderr if err else sys.stdout)
+
+
+def collect_queries(
+    queries: tuple[str, ...],
+    queries_file: str | None,
+    query_images: tuple[str, ...],
+    query_boxes: tuple[str, ...],
+    query_labels: tuple[str, ...],
+    query_method: str,
+    query_embeddings: tuple[str, ...],
+) -> tuple[list, list[str]]:
+    """All query options -> (queries in order, embedding file paths); problems are exit 2."""
+    from owl.inference import inputs
+    from owl.inference.queries import load_query_embedding, parse_text_query
+
+    request: list = []
+    embedding_files: list[str] = []
+    try:
+        for spec in queries:
+            text_query = parse_text_query(spec)
+            if not text_query.text:
+                raise click.UsageError(f"--query {spec!r} is empty; give some text, e.g. 'red car'")
+            request.append(text_query)
+        if queries_file is not None:
+            request.extend(inputs.read_queries_file(queries_file))
+        boxes = parse_boxes(query_boxes)
+        request.extend(
+            inputs.group_exemplars(query_images, boxes, query_labels, method=query_method)
+        )
+        for spec in query_embeddings:
+            path, own_threshold = inputs.split_threshold_suffix(spec)
+            request.append(load_query_embedding(path, own_threshold))
+            embedding_files.append(path)
+    except ValueError as e:  # InputError, bad thresholds, unreadable embedding files
+        raise click.UsageError(str(e)) from None
+    return request, embedding_files
+
+
+def check_embeddings(request: list, files: list[str], dim: int, model: str) -> list[str]:
+    """Embedding size must fit the model (usage error); another model's embedding is a note."""
+    from owl.inference.queries import EmbeddingQuery
+
+    notes = []
+    embeddings = [q for q in request if isinstance(q, EmbeddingQuery)]
+    current = model_id(model)
+    for query, path in zip(embeddings, files, strict=True):
+        size = query.embedding.shape[0]
+        made_with = query.model
+        if size != dim:
+            raise click.UsageError(
+                f"{path}: embedding has {size} values but model {model!r} needs {dim}; make it "
+                f"again with `owl embed-query --model {model}` (it was made with {made_with!r})"
+            )
+        if made_with is not None and made_with != current:
+            notes.append(
+                f"{path} was made with model {made_with!r}, not {current!r}; its scores may "
+                "not mean much with this model"
+            )
+    return notes
+
+
+def format_image(source: str, detections: Detections) -> str:
+    """One image's detections as readable lines: a header, then score, label and box."""
+    meta = detections.metadata
+    size = f"{meta.get('width')}x{meta.get('height')}"
+    n = len(detections)
+    head = f"{source} ({size}): " + (
+        f"{n} detection{'s' if n != 1 else ''}" if n else "nothing found"
+    )
+    lines = [head]
+    for det in detections:
+        box = ", ".join(f"{float(v):.1f}" for v in det.xyxy)
+        lines.append(f"  {det.confidence:.3f}  {det.label}  [{box}]")
+    return "\n".join(lines)
+
+
+def draw_image(source: str, detections: Detections, path: Path) -> str | None:
+    """Writes the drawn image; returns an error line instead of raising."""
+    from owl.inference.draw import draw_detections
+
+    try:
+        draw_detections(source, detections, out_path=path)
+    except (OSError, ValueError) as e:
+        return f"{source}: cannot write the drawn image {path} ({e})"
+    return None
+
+
+def report_failures(failures: Sequence[str], total: int, noun: str = "image") -> None:
+    """Lists the inputs that failed, after all others were processed, and exits 1 if any did.
+
+    Every command that goes on past bad images (`owl detect`, `owl index`) reports them so:
+    "N of M images failed:", then one "  failed: <file>: <problem>" line each.
+    """
+    if not failures:
+        return
+    plural = "" if total == 1 else "s"
+    write_line(f"{len(failures)} of {total} {noun}{plural} failed:", err=True)
+    for message in failures:
+        write_line(f"  failed: {message}", err=True)
+    click.get_current_context().exit(EXIT_FAILED)

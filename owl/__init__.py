@@ -20,6 +20,7 @@ _LAZY = {
     "ModelConfig": "owl.models.configs",
     "Detector": "owl.inference.detector",
     "Detections": "owl.inference.detections",
+    "Index": "owl.search.index",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -14,6 +14,7 @@ shapes). Which format a path holds, and reading any of them, is `owl.checkpoints
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -95,6 +96,20 @@ def as_float32(value: Any) -> np.ndarray:
     Unlike `np.ascontiguousarray`, this keeps 0-d leaves (`logit_scale`) 0-d.
     """
     return np.asarray(value, dtype=np.float32, order="C")
+
+
+def params_sha256(params: Mapping[str, Any]) -> str:
+    """SHA-256 over every leaf's path, dtype, shape and bytes, in sorted path order.
+
+    Identifies the weights themselves, whatever file or format they came from (the search index
+    records it and refuses a model whose weights differ).
+    """
+    h = hashlib.sha256()
+    for path, leaf in sorted(flatten_params(params).items()):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{path}:{array.dtype.str}:{array.shape};".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
 
 
 def count_params(params: Mapping[str, Any]) -> int:

@@ -53,7 +53,9 @@ class PostprocessOptions:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
+    """1 / (1 + exp(-x)) in float64; very negative logits (masked: -1e6) give exactly 0."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def detections_from_scores(
