@@ -20,7 +20,11 @@
 # %%
 MODEL = "shapes-tiny"  # any name of `owl models`, or a checkpoint path
 IMAGE = "../examples/shapes/images/000000.png"
-QUERIES = ["red circle", "blue square", "yellow triangle@0.2"]  # "text@threshold" as `owl detect`
+QUERIES = [
+    "red circle",
+    "purple hexagon",
+    "purple triangle@0.2",
+]  # "text@threshold" as `owl detect`
 
 # %%
 import json

@@ -20,8 +20,7 @@
 
 # %%
 MODEL = "shapes-tiny"
-IMAGES = "../examples/shapes/images"
-ANNOTATIONS = "../examples/shapes/annotations.json"
+THRESHOLD = 0.1  # image-query scores; raise it for real weights
 
 # %%
 import json
@@ -31,11 +30,14 @@ import numpy as np
 from PIL import Image
 
 import owl
+from owl.data.shapes import write_coco_dataset
 from owl.inference.draw import draw_detections
 from owl.inference.queries import ImageQuery, load_query_embedding, save_query_embedding
 
 detector = owl.Detector(MODEL)
-Path("runs").mkdir(exist_ok=True)
+# A few ShapesWorld scenes (COCO format) in which categories repeat across images.
+ANNOTATIONS = write_coco_dataset("runs/one_shot/data", 16, seed=21, progress=False)
+IMAGES = ANNOTATIONS.parent / "images"
 data = json.load(open(ANNOTATIONS))
 names = {c["id"]: c["name"] for c in data["categories"]}
 files = {im["id"]: str(Path(IMAGES) / im["file_name"]) for im in data["images"]}
@@ -46,8 +48,12 @@ def box_of(ann):
     return (x, y, x + w, y + h)
 
 
-# the first annotated object of image 1 is our exemplar
-exemplar = data["annotations"][0]
+# the exemplar: the first box of the category seen in most images
+images_with = {}
+for a in data["annotations"]:
+    images_with.setdefault(a["category_id"], set()).add(a["image_id"])
+common = max(images_with, key=lambda c: len(images_with[c]))
+exemplar = next(a for a in data["annotations"] if a["category_id"] == common)
 label = names[exemplar["category_id"]]
 print("exemplar:", label, box_of(exemplar), "in", files[exemplar["image_id"]])
 
@@ -58,8 +64,8 @@ print("exemplar:", label, box_of(exemplar), "in", files[exemplar["image_id"]])
 
 # %%
 query = ImageQuery(((files[exemplar["image_id"]], box_of(exemplar)),), label=f"like {label}")
-others = [f for i, f in files.items() if i != exemplar["image_id"]]
-results = detector.detect(others, [query], threshold=0.5)
+others = [files[i] for i in sorted(images_with[common]) if i != exemplar["image_id"]]
+results = detector.detect(others, [query], threshold=THRESHOLD)
 for path, dets in zip(others, results, strict=True):
     print(Path(path).name, len(dets), "found, best", dets.confidence[:1].round(3))
 drawn = draw_detections(others[0], results[0])
@@ -72,10 +78,15 @@ drawn.resize((drawn.width * 3, drawn.height * 3))
 
 # %%
 same = [a for a in data["annotations"] if a["category_id"] == exemplar["category_id"]]
-few = ImageQuery(tuple((files[a["image_id"]], box_of(a)) for a in same), label=f"{label} x{len(same)}")
+few = ImageQuery(
+    tuple((files[a["image_id"]], box_of(a)) for a in same), label=f"{label} x{len(same)}"
+)
 one_emb, few_emb = detector.embed_image_query(query), detector.embed_image_query(few)
-print(len(same), "exemplars; cosine(one, averaged) =",
-      float(one_emb @ few_emb / np.linalg.norm(one_emb) / np.linalg.norm(few_emb)))
+print(
+    len(same),
+    "exemplars; cosine(one, averaged) =",
+    float(one_emb @ few_emb / np.linalg.norm(one_emb) / np.linalg.norm(few_emb)),
+)
 
 # %% [markdown]
 # ## Objectness against IoU selection, side by side
@@ -93,8 +104,10 @@ for method in methods:
     if method == "iou (whole image)":
         q = ImageQuery(((files[exemplar["image_id"]], None),), label=method, method="iou")
     else:
-        q = ImageQuery(((files[exemplar["image_id"]], box_of(exemplar)),), label=method, method=method)
-    [dets] = detector.detect(others[0], [q], threshold=0.5)
+        q = ImageQuery(
+            ((files[exemplar["image_id"]], box_of(exemplar)),), label=method, method=method
+        )
+    [dets] = detector.detect(others[0], [q], threshold=THRESHOLD)
     print(f"{method:18s}", len(dets), "detections", dets.confidence[:3].round(3))
     panels.append(draw_detections(others[0], dets))
 side = Image.new("RGB", (panels[0].width * 2, panels[0].height))
@@ -105,12 +118,12 @@ side.resize((side.width * 3, side.height * 3))
 # %% [markdown]
 # ## Save an embedding, reuse it
 #
-# `owl embed-query -o FILE.npz` writes the same file; `owl detect --query-embedding FILE.npz@0.5`
+# `owl embed-query -o FILE.npz` writes the same file; `owl detect --query-embedding FILE.npz@0.2`
 # reads it. It holds plain arrays (never a pickle) and the model it belongs to.
 
 # %%
 path = save_query_embedding("runs/exemplar.npz", few_emb, label=label, model=MODEL)
-saved = load_query_embedding(path, threshold=0.5)
+saved = load_query_embedding(path, threshold=THRESHOLD)
 print(saved.label, saved.model, saved.embedding.shape)
 
 # %% [markdown]
@@ -119,7 +132,7 @@ print(saved.label, saved.model, saved.embedding.shape)
 # `detect_each` goes image by image and reports a bad image instead of stopping.
 
 # %%
-folder = sorted(str(p) for p in Path(IMAGES).glob("*.png"))
+folder = sorted(str(p) for p in Path(IMAGES).glob("*.png"))[:8]
 for result in detector.detect_each(folder, [saved]):
     if result.error:
         print("could not read", result.source, result.error)
@@ -130,13 +143,13 @@ for result in detector.detect_each(folder, [saved]):
 # ## One-shot AP
 #
 # `owl.eval.one_shot`: one exemplar per category from a support set, AP of those image queries
-# on an evaluation set (here the three example images serve as both, just to show the calls;
-# `owl shapes reproduce` uses separate sets).
+# on an evaluation set (here one small set serves as both, just to show the calls; `owl shapes
+# reproduce` keeps them apart).
 
 # %%
 from owl.eval.one_shot import choose_exemplars, evaluate_one_shot
 
-category_ids = sorted({a["category_id"] for a in data["annotations"]})[:4]
+category_ids = sorted(images_with, key=lambda c: -len(images_with[c]))[:4]
 exemplars = choose_exemplars(ANNOTATIONS, IMAGES, category_ids)
 result = evaluate_one_shot(detector, ANNOTATIONS, IMAGES, exemplars, "runs/one_shot")
 print("one-shot AP", round(result["AP"], 3), "AP50", round(result["AP50"], 3))

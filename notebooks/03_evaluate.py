@@ -73,7 +73,9 @@ Image(filename=str(per_category_png))
 
 # %%
 curves = result.metrics["pr_curves"]
-print("precision at recall 0.5, IoU 0.50:", {g: round(curves[g]["precision50"][50], 3)
-                                            for g in ("overall", "base", "novel")})
+print(
+    "precision at recall 0.5, IoU 0.50:",
+    {g: round(curves[g]["precision50"][50], 3) for g in ("overall", "base", "novel")},
+)
 worst = sorted(result.metrics["per_category"].items(), key=lambda kv: kv[1]["AP"])
 print("hardest categories:", [(n, round(r["AP"], 3)) for n, r in worst if r["AP"] > -1][:5])

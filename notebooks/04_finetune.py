@@ -25,9 +25,12 @@ VARIANT = "shapes-tiny"  # the architecture of MODEL (see `owl models`)
 STEPS = 30  # a demonstration; a real fine-tune runs thousands
 
 # %%
+import json
+import shutil
 from pathlib import Path
 
 from IPython.display import Image
+from PIL import Image as PILImage
 
 import owl
 from owl.data.shapes import write_coco_dataset
@@ -39,15 +42,22 @@ out = Path("runs/finetune")
 train_json = write_coco_dataset(out / "train", 32, seed=3, progress=False)
 val_json = write_coco_dataset(out / "val", 8, seed=4, progress=False)
 image = out / "val" / "images" / "000000.png"
-queries = ["red circle", "blue square", "green triangle"]
+val = json.load(open(val_json))
+names = {c["id"]: c["name"] for c in val["categories"]}
+queries = sorted({names[a["category_id"]] for a in val["annotations"] if a["image_id"] == 1})
+print("queries: the objects of", image.name, queries)
 
 # %% [markdown]
 # ## Before
 
 # %%
 before = owl.Detector(MODEL)
-[dets_before] = before.detect(image, queries, threshold=0.3)
-print(len(dets_before), "detections before:", list(zip(dets_before.labels, dets_before.confidence.round(2))))
+[dets_before] = before.detect(image, queries, threshold=0.2)
+print(
+    len(dets_before),
+    "detections before:",
+    list(zip(dets_before.labels, dets_before.confidence.round(2), strict=True)),
+)
 
 # %% [markdown]
 # ## Fine-tune
@@ -56,16 +66,34 @@ print(len(dets_before), "detections before:", list(zip(dets_before.labels, dets_
 
 # %%
 workdir = out / "run"
-config = load_config(resolve_config("train_tiny"), [
-    f"model.variant={VARIANT}", "init.mode=owl", f"init.source={MODEL}",
-    "data.kind=coco", f"data.train_annotations={train_json}",
-    f"data.train_images={train_json.parent / 'images'}",
-    f"data.eval_annotations={val_json}", f"data.eval_images={val_json.parent / 'images'}",
-    "data.max_queries=16", "data.max_instances=8", "optim.lr=1e-4", "optim.warmup_steps=5",
-    "optim.freeze_text=True", "train.batch_size=4", f"train.num_steps={STEPS}",
-    "train.log_every=5", f"train.checkpoint_every={STEPS}", f"eval.every={STEPS}",
-    "eval.ap=True", "eval.ap_max_images=8", "train.progress_bar=False", "train.tensorboard=False",
-])
+shutil.rmtree(workdir, ignore_errors=True)  # start afresh each time (or pass resume=True)
+config = load_config(
+    resolve_config("train_tiny"),
+    [
+        f"model.variant={VARIANT}",
+        "init.mode=owl",
+        f"init.source={MODEL}",
+        "data.kind=coco",
+        f"data.train_annotations={train_json}",
+        f"data.train_images={train_json.parent / 'images'}",
+        f"data.eval_annotations={val_json}",
+        f"data.eval_images={val_json.parent / 'images'}",
+        "data.max_queries=16",
+        "data.max_instances=8",
+        "optim.lr=1e-4",
+        "optim.warmup_steps=5",
+        "optim.freeze_text=True",
+        "train.batch_size=4",
+        f"train.num_steps={STEPS}",
+        "train.log_every=5",
+        f"train.checkpoint_every={STEPS}",
+        f"eval.every={STEPS}",
+        "eval.ap=True",
+        "eval.ap_max_images=8",
+        "train.progress_bar=False",
+        "train.tensorboard=False",
+    ],
+)
 train_and_evaluate(config, workdir)
 print(sorted(p.name for p in workdir.iterdir()))
 
@@ -86,9 +114,12 @@ Image(filename=str(workdir / "training.png"))
 
 # %%
 after = owl.Detector(workdir / "model.safetensors")
-[dets_after] = after.detect(image, queries, threshold=0.3)
-print(len(dets_after), "detections after:", list(zip(dets_after.labels, dets_after.confidence.round(2))))
-from PIL import Image as PILImage
+[dets_after] = after.detect(image, queries, threshold=0.2)
+print(
+    len(dets_after),
+    "detections after:",
+    list(zip(dets_after.labels, dets_after.confidence.round(2), strict=True)),
+)
 
 left, right = draw_detections(image, dets_before), draw_detections(image, dets_after)
 side = PILImage.new("RGB", (left.width * 2, left.height))
