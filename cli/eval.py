@@ -19,6 +19,7 @@ from owl.cli.options import (
     EXIT_CODES_HELP,
     UsageFailure,
     check_model_spec,
+    check_plots_extra,
     load_detector,
     model_id,
     precision_option,
@@ -139,6 +140,15 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     help="Write metrics.json (all numbers, per-category AP included) into this folder. With "
     "--model also predictions.jsonl (resumable log), run.json and detections.json.",
 )
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write pr_curves.png (precision-recall overall, base and novel) and "
+    "per_category_ap.png into this folder, each with a .json of the plotted values "
+    '(needs matplotlib: pip install "owl[plots]").',
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show pycocotools' own progress output.")
 @precision_option
 def eval_cmd(
@@ -158,6 +168,7 @@ def eval_cmd(
     overwrite: bool,
     max_dets: int,
     output_dir: Path | None,
+    plots_dir: Path | None,
     verbose: bool,
     precision: str,
 ) -> None:
@@ -176,6 +187,7 @@ def eval_cmd(
       owl eval --detections dets.json --annotations lvis_v1_val.json --output-dir runs/eval
       owl eval --detections dets.json --annotations lvis_v1_val.json --novel-categories rare.txt
       owl eval --detections dets.json --annotations ann.json --novel-categories "cat,umbrella"
+      owl eval --detections dets.json --annotations ann.json --plots plots/
       owl eval --model owlv2-b16 --annotations lvis_v1_val.json --images coco/ \\
                --output-dir runs/lvis --novel-categories rare.txt
       owl eval --model owlvit-b32 --annotations instances_val2017.json --images val2017/ \\
@@ -184,6 +196,8 @@ def eval_cmd(
     from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
     from owl.eval.metrics import evaluate
 
+    if plots_dir is not None:
+        check_plots_extra("--plots")
     if detections is not None and model_name is not None:
         raise click.UsageError("pass either --detections or --model, not both")
     if detections is None and model_name is None:
@@ -202,7 +216,8 @@ def eval_cmd(
             novel_categories=novel_categories, prompts=prompts, top_k=top_k,
             max_images=max_images, batch_size=batch_size, resize=resize,
             long_prompts=long_prompts, skip_missing=skip_missing, overwrite=overwrite,
-            max_dets=max_dets, output_dir=output_dir, verbose=verbose, precision=precision,
+            max_dets=max_dets, output_dir=output_dir, plots_dir=plots_dir, verbose=verbose,
+            precision=precision,
         )  # fmt: skip
         return
     if images_dir is not None:
@@ -230,6 +245,17 @@ def eval_cmd(
         record = {"annotations": str(annotations), "detections": str(detections), **metrics}
         path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {path}")
+    _write_plots(metrics, plots_dir)
+
+
+def _write_plots(metrics: dict[str, Any], plots_dir: Path | None) -> None:
+    """--plots: the precision-recall and per-category AP pictures (owl.plots)."""
+    if plots_dir is None:
+        return
+    from owl.plots import eval_plots
+
+    for path in eval_plots(metrics, plots_dir):
+        click.echo(f"wrote {path}")
 
 
 def _evaluate_model(
@@ -249,6 +275,7 @@ def _evaluate_model(
     overwrite: bool,
     max_dets: int,
     output_dir: Path,
+    plots_dir: Path | None,
     verbose: bool,
     precision: str = "f32",
 ) -> None:
@@ -321,6 +348,7 @@ def _evaluate_model(
         raise click.ClickException(f"no image could be read; nothing to evaluate{failed}")
     click.echo(_table(result.metrics))
     click.echo(f"wrote {result.metrics_path}")
+    _write_plots(result.metrics, plots_dir)
     if run.failures:
         raise click.ClickException(
             f"{len(run.failures)} image(s) could not be read; the metrics cover the "

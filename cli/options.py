@@ -35,7 +35,7 @@ an unknown model, a model, config, query, annotations or detections file that ca
 used, a missing extra; 130 interrupted (Ctrl-C)."""
 
 # Modules of the [train] extra (pyproject.toml); `owl train` and `owl pretrain` need them.
-TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX")
+TRAIN_EXTRA_MODULES = ("clu", "orbax.checkpoint", "grain", "tensorboardX", "matplotlib")
 # Modules of the [export] extra: `owl export --format onnx` builds graphs with onnx, and
 # `--backend onnx` runs them with onnxruntime.
 EXPORT_EXTRA_MODULES = ("onnx", "onnxruntime")
@@ -94,6 +94,16 @@ def check_train_extra(command: str) -> None:
       UsageFailure: a module of `TRAIN_EXTRA_MODULES` cannot be found (exit 2).
     """
     check_extra(command, "train", TRAIN_EXTRA_MODULES, "training")
+
+
+def check_plots_extra(option: str) -> None:
+    """Stops with one line naming `pip install "owl[plots]"` when matplotlib is missing.
+
+    Raises:
+      UsageFailure: matplotlib cannot be found (exit 2), before any work is done.
+    """
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UsageFailure(f'{option} needs matplotlib; install it with: pip install "owl[plots]"')
 
 
 def config_option(f: F) -> F:

@@ -38,6 +38,13 @@ class RegistryEntry:
       description: one line for `owl models`.
       package_file: path relative to the `owl` package of a checkpoint shipped with it
         (e.g. "assets/shapes-tiny.safetensors"); None for downloaded models.
+      scores: what the model is worth, as (metric, value) pairs: the official LVIS AP and APr
+        (percent) for the official checkpoints, measured ShapesWorld AP for shapes-tiny.
+      scores_source: where ``scores`` come from.
+      params: number of parameters of the variant (tests/checkpoints/test_registry.py checks
+        it against `owl.models.owl_vit.param_shapes`).
+      forward_s: seconds for one image forward pass on the project's CPU machine, from the
+        speed benchmark benchmarks/forward.py; None (shown as "-") until that benchmark exists.
     """
 
     name: str
@@ -47,6 +54,10 @@ class RegistryEntry:
     size_mib: int | None
     description: str
     package_file: str | None = None
+    scores: tuple[tuple[str, float], ...] = ()
+    scores_source: str | None = None
+    params: int | None = None
+    forward_s: float | None = None  # filled from benchmarks/forward.py (not yet measured)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -67,7 +78,31 @@ class RegistryEntry:
         return Path(self.package_file).name  # type: ignore[arg-type]
 
 
-def _official(name: str, variant: str, file: str, size_mib: int, description: str) -> RegistryEntry:
+#: Source of the official LVIS numbers (the issue #14 text quotes the same table).
+LVIS_SOURCE = (
+    "scenic owl_vit README (google-research/scenic, scenic/projects/owl_vit), checkpoint table: "
+    "LVIS val, official evaluator; 'may differ slightly from paper'"
+)
+#: Source of shapes-tiny's numbers.
+SHAPES_SOURCE = (
+    "measured here: `owl shapes reproduce`, held-out ShapesWorld set of 500 images, "
+    "48 base / 16 novel categories (docs/shapes.md)"
+)
+
+#: Parameter count of each variant (sum over `owl.models.owl_vit.param_shapes`).
+PARAMS = {
+    "owlvit-b32": 152_838_663,
+    "owlvit-b16": 152_396_295,
+    "owlvit-l14": 433_102_087,
+    "owlv2-b16": 154_573_576,
+    "owlv2-l14": 436_824_328,
+    "shapes-tiny": 3_583_879,
+}
+
+
+def _official(
+    name: str, variant: str, file: str, size_mib: int, description: str, ap: float, apr: float
+) -> RegistryEntry:
     return RegistryEntry(
         name=name,
         variant=variant,
@@ -75,6 +110,9 @@ def _official(name: str, variant: str, file: str, size_mib: int, description: st
         sha256=None,  # the official files publish no checksum
         size_mib=size_mib,
         description=description,
+        scores=(("LVIS AP", ap), ("LVIS APr", apr)),
+        scores_source=LVIS_SOURCE,
+        params=PARAMS[variant],
     )
 
 
@@ -84,47 +122,53 @@ _ENTRIES: dict[str, RegistryEntry] = {
     for e in (
         _official(
             "owlvit-b32", "owlvit-b32", "clip_vit_b32_b0203fc", 583,
-            "OWL-ViT B/32, 768 px; LVIS AP 19.3, APr 16.9",
+            "OWL-ViT B/32, 768 px; LVIS AP 19.3, APr 16.9", 19.3, 16.9,
         ),
         _official(
             "owlvit-b16", "owlvit-b16", "clip_vit_b16_6171dab", 581,
-            "OWL-ViT B/16, 768 px; LVIS AP 20.8, APr 17.1",
+            "OWL-ViT B/16, 768 px; LVIS AP 20.8, APr 17.1", 20.8, 17.1,
         ),
         _official(
             "owlvit-l14", "owlvit-l14", "clip_vit_l14_d83d374", 1652,
-            "OWL-ViT L/14, 840 px; LVIS AP 34.6, APr 31.2",
+            "OWL-ViT L/14, 840 px; LVIS AP 34.6, APr 31.2", 34.6, 31.2,
         ),
         _official(
             "owlv2-b16-st", "owlv2-b16", "owl2-b16-960-st-ngrams_c7e1b9a", 590,
-            "OWLv2 B/16 self-trained, 960 px; LVIS AP 26.5, APr 29.5",
+            "OWLv2 B/16 self-trained, 960 px; LVIS AP 26.5, APr 29.5", 26.5, 29.5,
         ),
         _official(
             "owlv2-b16", "owlv2-b16", "owl2-b16-960-st-ngrams-ft-lvisbase_d368398", 590,
-            "OWLv2 B/16 self-trained + LVIS-base fine-tuned, 960 px; LVIS AP 41.4, APr 36.2",
+            "OWLv2 B/16 self-trained + LVIS-base fine-tuned, 960 px; LVIS AP 41.4, APr 36.2", 41.4, 36.2,
         ),
         _official(
             "owlv2-b16-ensemble", "owlv2-b16",
             "owl2-b16-960-st-ngrams-curated-ft-lvisbase-ens-cold-weight-05_209b65b", 590,
-            "OWLv2 B/16 weight ensemble ST/FT (canonical), 960 px; LVIS AP 43.9, APr 40.5",
+            "OWLv2 B/16 weight ensemble ST/FT (canonical), 960 px; LVIS AP 43.9, APr 40.5", 43.9, 40.5,
         ),
         _official(
             "owlv2-l14-st", "owlv2-l14", "owl2-l14-1008-st-ngrams_0881fd6", 1666,
-            "OWLv2 L/14 self-trained, 1008 px; LVIS AP 32.8, APr 34.6",
+            "OWLv2 L/14 self-trained, 1008 px; LVIS AP 32.8, APr 34.6", 32.8, 34.6,
         ),
         _official(
             "owlv2-l14", "owlv2-l14", "owl2-l14-1008-st-ngrams-ft-lvisbase_8ca674c", 1666,
-            "OWLv2 L/14 self-trained + LVIS-base fine-tuned, 1008 px; LVIS AP 48.8, APr 44.0",
+            "OWLv2 L/14 self-trained + LVIS-base fine-tuned, 1008 px; LVIS AP 48.8, APr 44.0", 48.8, 44.0,
         ),
         _official(
             "owlv2-l14-ensemble", "owlv2-l14",
             "owl2-l14-1008-st-ngrams-ft-lvisbase-ens-cold-weight-04_8ca674c", 1666,
-            "OWLv2 L/14 weight ensemble ST/FT (canonical), 1008 px; LVIS AP 44.6, APr 42.6",
+            "OWLv2 L/14 weight ensemble ST/FT (canonical), 1008 px; LVIS AP 44.6, APr 42.6", 44.6, 42.6,
         ),
         RegistryEntry(
             name="shapes-tiny", variant="shapes-tiny", url=None, sha256=None, size_mib=2,
             description="ShapesWorld detector trained here (`owl shapes reproduce`), 128 px; "
             "base AP50 0.80, novel (zero-shot) AP50 0.56; ships with owl, knows only shapes",
             package_file="assets/shapes-tiny.safetensors.gz",  # docs/shapes.md
+            scores=(
+                ("ShapesWorld base AP", 50.7), ("ShapesWorld base AP50", 80.4),
+                ("ShapesWorld novel AP", 31.9), ("ShapesWorld novel AP50", 56.2),
+                ("ShapesWorld one-shot novel AP50", 34.9),
+            ),
+            scores_source=SHAPES_SOURCE, params=PARAMS["shapes-tiny"],
         ),
     )
 }  # fmt: skip

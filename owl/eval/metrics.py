@@ -113,7 +113,9 @@ def evaluate(
         AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl; LVIS: AP, AP50, AP75, APs,
         APm, APl, APr, APc, APf, AR@300, ARs@300, ARm@300, ARl@300; plus the split keys),
         ``per_category`` (name -> {id, AP, AP50[, frequency]}), ``per_category_by_id``
-        (str(id) -> {name, AP, AP50[, frequency]}) and ``novel_category_ids`` (sorted, or None).
+        (str(id) -> {name, AP, AP50[, frequency]}), ``novel_category_ids`` (sorted, or None)
+        and ``pr_curves`` (precision at the 101 recall points, overall and base/novel; see
+        :func:`_pr_curves`).
 
     Raises:
         EvalDataError: bad annotations or results (one line naming the file and the problem).
@@ -166,7 +168,29 @@ def evaluate(
         "per_category": per_name,
         "per_category_by_id": per_id,
         "novel_category_ids": novel,
+        "pr_curves": _pr_curves(precision, cat_ids, None if novel is None else set(novel)),
     }
+
+
+def _pr_curves(precision: np.ndarray, cat_ids: list[int], novel: set[int] | None) -> dict[str, Any]:
+    """Precision at each of the 101 recall points, averaged over categories as AP averages them.
+
+    ``precision50`` is IoU 0.50 (its mean over recall points is AP50 when every category has
+    ground truth); ``precision`` averages IoU 0.50:0.95 too (its mean is then AP). -1 marks a
+    recall point without any valid cell. Groups: "overall", and "base"/"novel" with a split.
+    """
+    groups = {"overall": list(range(len(cat_ids)))}
+    if novel is not None:
+        groups["base"] = [k for k, c in enumerate(cat_ids) if c not in novel]
+        groups["novel"] = [k for k, c in enumerate(cat_ids) if c in novel]
+    out: dict[str, Any] = {"recall": [float(r) for r in RECALL_THRESHOLDS]}
+    for group, members in groups.items():
+        p = precision[:, :, members]  # [T, R, K']
+        out[group] = {
+            "precision": [_mean_valid(p[:, r]) for r in range(p.shape[1])],
+            "precision50": [_mean_valid(p[0, r]) for r in range(p.shape[1])],
+        }
+    return out
 
 
 def _mean_valid(s: np.ndarray) -> float:

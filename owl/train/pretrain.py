@@ -649,4 +649,8 @@ def pretrain(
     }
     with atomic_write(workdir / RETRIEVAL_FILE) as f:
         f.write(json.dumps(summary, indent=2) + "\n")
+    if jax.process_index() == 0:  # the process that writes the logs (the writer is closed)
+        from owl.plots import training_plot_of_run
+
+        training_plot_of_run(workdir, title="pretrain")  # loss, LR, retrieval: training.png
     return summary

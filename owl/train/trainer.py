@@ -17,7 +17,8 @@ A run is a row of small steps (flax-examples style):
 5. The final parameters in owl's own format: ``<workdir>/model.safetensors`` (`owl.load`,
    `owl detect --model`).
 
-Workdir: config.json, metrics.jsonl, tensorboard/{train,eval}/, checkpoints/<step>/,
+Workdir: config.json, metrics.jsonl, training.png (curves, redrawn at each eval and at the end),
+tensorboard/{train,eval}/, checkpoints/<step>/,
 eval/step_<n>/ (AP predictions), model.safetensors.
 
 Multi-host: call `initialize_distributed` first (the `owl train` CLI does); every process runs
@@ -630,6 +631,8 @@ def train_and_evaluate(
             from owl.checkpoints.owl_format import save_owl
 
             save_owl(workdir / MODEL_FILE, model_config, to_host(state.params))
+            writer.flush()
+            write_training_plot(workdir)
     finally:
         bar.close()
         writer.close()
@@ -660,3 +663,12 @@ def _evaluate(
     if scalars:
         writer.write(step, scalars, split="eval")
         bar.write(f"step {step} eval: " + json.dumps({k: round(v, 4) for k, v in scalars.items()}))
+    if writer.enabled:
+        write_training_plot(workdir)
+
+
+def write_training_plot(workdir: Path) -> None:
+    """``<workdir>/training.png``: loss terms, LR and eval AP so far (`owl.plots`)."""
+    from owl.plots import training_plot_of_run
+
+    training_plot_of_run(workdir)

@@ -223,10 +223,16 @@ def test_models_table_shows_cached_state(cache):
     result = CliRunner().invoke(models, [])
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line}
-    assert rows["NAME"][:4] == ["NAME", "VARIANT", "SIZE", "CACHED"]
-    assert rows["owlv2-b16-st"][1:5] == ["owlv2-b16", "590", "MiB", "yes"]
-    assert rows["owlvit-l14"][1:5] == ["owlvit-l14", "1652", "MiB", "no"]
-    assert [n for n in SPEC if rows[n][4] == "yes"] == ["owlv2-b16-st"]
+    assert rows["NAME"][:8] == [
+        "NAME", "VARIANT", "INPUT", "PARAMS", "AP/APr*", "FWD**", "SIZE", "CACHED",
+    ]  # fmt: skip
+    assert rows["owlv2-b16-st"][1:10] == [
+        "owlv2-b16", "960", "px", "154.6M", "26.5/29.5", "-", "590", "MiB", "yes",
+    ]  # fmt: skip
+    assert rows["owlvit-l14"][1:10] == [
+        "owlvit-l14", "840", "px", "433.1M", "34.6/31.2", "-", "1652", "MiB", "no",
+    ]  # fmt: skip
+    assert [n for n in SPEC if rows[n][9] == "yes"] == ["owlv2-b16-st"]
     assert f"cache: {cache / 'checkpoints'}" in result.output
 
 
@@ -301,7 +307,7 @@ def test_models_table_and_verify_show_a_truncated_download(server, cache, monkey
     table = CliRunner().invoke(models, [])
     assert table.exit_code == 0
     rows = {line.split()[0]: line.split() for line in table.output.splitlines() if line}
-    assert rows["owlvit-b32"][4] == "corrupt"
+    assert rows["owlvit-b32"][9] == "corrupt"
     verify = CliRunner().invoke(models, ["--verify"])
     assert verify.exit_code == 1
     assert "verified 1 cached download(s): 0 ok, 1 corrupt" in verify.output

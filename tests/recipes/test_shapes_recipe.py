@@ -149,6 +149,16 @@ def test_fast_reproduce_runs_every_stage_and_prints_the_table(tmp_path):
     assert (tmp_path / "detector" / "model.safetensors").is_file()
     assert saved["model"] == str(tmp_path / recipe.SHIPPED_FILE)  # the table is of this file
     assert (tmp_path / "pretrain" / "backbone.safetensors").is_file()
+    for stage in ("pretrain", "detector"):  # both stages' curves, drawn from their own logs
+        assert (tmp_path / stage / "training.png").read_bytes()[:4] == b"\x89PNG"
+        drawn = json.loads((tmp_path / stage / "training.json").read_text())
+        logged = [
+            json.loads(line)
+            for line in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()
+        ]
+        train = [r for r in logged if r["split"] == "train"]
+        assert drawn["loss"]["loss"]["x"] == [r["step"] for r in train]
+        assert drawn["loss"]["loss"]["y"] == pytest.approx([r["loss"] for r in train])
     one_shot = json.loads((tmp_path / "eval" / "one_shot" / "metrics.json").read_text())
     assert sorted(e["category_id"] for e in one_shot["exemplars"]) == list(
         shapes.NOVEL_CATEGORY_IDS

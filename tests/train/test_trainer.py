@@ -263,6 +263,21 @@ def test_jsonl_and_tensorboard_hold_the_same_losses(overfit_run):
         assert r["lr"] == pytest.approx(want, rel=1e-5, abs=3e-9)  # float32 cos near -1
 
 
+def test_training_png_draws_the_logged_losses_lr_and_eval(overfit_run):
+    workdir, _, _ = overfit_run
+    records = read_jsonl(workdir / "metrics.jsonl")
+    assert (workdir / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = json.loads((workdir / "training.json").read_text())
+    train = [r for r in records if r["split"] == "train"]
+    for key in ("loss", "loss_class", "loss_bbox", "loss_giou"):
+        assert drawn["loss"][key]["x"] == [r["step"] for r in train]
+        assert drawn["loss"][key]["y"] == pytest.approx([r[key] for r in train])
+    assert drawn["lr"]["lr"]["y"] == pytest.approx([r["lr"] for r in train])
+    assert drawn["loss"]["loss"]["x"][-1] == 200  # redrawn at the end, last step included
+    evals = [r for r in records if r["split"] == "eval" and "loss" in r]
+    assert drawn["loss"].get("eval loss", {"x": []})["x"] == [r["step"] for r in evals]
+
+
 def test_last_checkpoints_are_kept_and_restore_the_final_state(overfit_run):
     workdir, config, state = overfit_run
     checkpoints = Checkpointer(workdir / trainer.CHECKPOINT_DIR, max_to_keep=2)
