@@ -115,7 +115,7 @@ def models(as_json: bool, verify: bool, path_of: str | None, info_of: str | None
             f"{r['input_size']} px",
             _params(r["params"]),
             _headline(r["scores"]),
-            "-" if r["forward_s"] is None else f"{r['forward_s']:.2f} s",
+            "-" if r["forward_s"] is None else f"{r['forward_s']:.2f}s",
             "?" if r["size_mib"] is None else f"{r['size_mib']} MiB",
             "corrupt" if r["corrupt"] is not None else "yes" if r["cached"] else "no",
             r["description"],
@@ -153,7 +153,7 @@ FOOTNOTES = (
     "* official LVIS val AP / APr (scenic owl_vit README); shapes-tiny: measured ShapesWorld base AP"
     " / novel AP (docs/shapes.md). `owl models --info NAME` gives every figure and its source.\n"
     "** seconds per image forward on the project's CPU machine, from benchmarks/forward.py; "
-    "'-' until that benchmark has been run."
+    "'-' where not measured yet."
 )
 
 
@@ -202,7 +202,7 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
         f"  download      {size}" + ("" if entry.url else " (ships inside the package)"),
         "  forward       "
         + (
-            "- (not measured yet: benchmarks/forward.py)"
+            "- (not measured: benchmarks/forward.py)"
             if entry.forward_s is None
             else f"{entry.forward_s:.2f} s per image (benchmarks/forward.py)"
         ),

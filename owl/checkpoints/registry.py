@@ -44,7 +44,8 @@ class RegistryEntry:
       params: number of parameters of the variant (tests/checkpoints/test_registry.py checks
         it against `owl.models.owl_vit.param_shapes`).
       forward_s: seconds for one image forward pass on the project's CPU machine, from the
-        speed benchmark benchmarks/forward.py; None (shown as "-") until that benchmark exists.
+        speed benchmark benchmarks/forward.py (`FORWARD_S`); None (shown as "-") where it has
+        not been measured.
     """
 
     name: str
@@ -57,7 +58,7 @@ class RegistryEntry:
     scores: tuple[tuple[str, float], ...] = ()
     scores_source: str | None = None
     params: int | None = None
-    forward_s: float | None = None  # filled from benchmarks/forward.py (not yet measured)
+    forward_s: float | None = None  # from benchmarks/forward.py (FORWARD_S)
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -99,6 +100,11 @@ PARAMS = {
     "shapes-tiny": 3_583_879,
 }
 
+# Seconds per image forward (f32, batch 1, 5 text queries, 2 threads) on the project's CPU
+# machine (AMD EPYC, 2 cores), random weights of the variant: `python benchmarks/forward.py
+# --batch 1 --rounds 2 --repeats 3` (the README's performance table). L/14 is not measured yet.
+FORWARD_S = {"owlvit-b32": 0.465, "owlvit-b16": 2.46, "owlv2-b16": 5.25}
+
 
 def _official(
     name: str, variant: str, file: str, size_mib: int, description: str, ap: float, apr: float
@@ -113,6 +119,7 @@ def _official(
         scores=(("LVIS AP", ap), ("LVIS APr", apr)),
         scores_source=LVIS_SOURCE,
         params=PARAMS[variant],
+        forward_s=FORWARD_S.get(variant),
     )
 
 

@@ -45,7 +45,7 @@ def test_models_table_has_the_columns():
         "NAME", "VARIANT", "INPUT", "PARAMS", "AP/APr*", "FWD**", "SIZE", "CACHED",
     ]  # fmt: skip
     row = next(line for line in lines if line.startswith("owlv2-b16-ensemble "))
-    assert row.split()[2:8] == ["960", "px", "154.6M", "43.9/40.5", "-", "590"]
+    assert row.split()[2:8] == ["960", "px", "154.6M", "43.9/40.5", "5.25s", "590"]
     tiny = next(line for line in lines if line.startswith("shapes-tiny "))
     assert tiny.split()[2:6] == ["128", "px", "3.6M", "50.7/31.9"]
     assert any("benchmarks/forward.py" in line for line in lines)
@@ -61,7 +61,7 @@ def test_models_info_gives_figures_and_source():
     assert "LVIS AP                           34.6" in out
     assert "LVIS APr                          31.2" in out
     assert "source: scenic owl_vit README" in out
-    assert "forward       - (not measured yet" in out
+    assert "forward       - (not measured: benchmarks" in out
 
 
 def test_models_info_json_and_shapes_tiny():
