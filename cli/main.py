@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("owl.cli.train", "train"),
     "pretrain": ("owl.cli.pretrain", "pretrain"),
     "shapes": ("owl.cli.shapes", "shapes"),
+    "serve": ("owl.cli.serve", "serve"),
 }
 
 
