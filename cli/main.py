@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shapes": ("owl.cli.shapes", "shapes"),
     "index": ("owl.cli.index", "index"),
     "search": ("owl.cli.search", "search"),
+    "serve": ("owl.cli.serve", "serve"),
 }
 
 

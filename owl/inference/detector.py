@@ -459,27 +459,52 @@ class Detector:
             if isinstance(enc, ImageLoadError):
                 result = DetectionResult(source, None, str(enc))
             else:
-                extra = {}
-                if enc.objectness_logits is not None:
-                    extra["objectness"] = 1 / (
-                        1 + np.exp(-enc.objectness_logits.astype(np.float64))
-                    )
-                meta = enc.meta
-                result = DetectionResult(
-                    source,
-                    detections_from_scores(
-                        self.score(enc, qs),
-                        boxes_to_pixels(enc.pred_boxes, meta),
-                        qs.labels,
-                        qs.thresholds,
-                        options,
-                        extra=extra,
-                        metadata={"path": meta.path, "width": meta.width, "height": meta.height},
-                    ),
-                )
+                result = DetectionResult(source, self._detections(enc, qs, options))
             if on_result is not None:
                 on_result(result)
             yield result
+
+    def detect_encoded(
+        self,
+        encoding: ImageEncoding,
+        queries: Query | Sequence[Query] | QuerySet,
+        *,
+        threshold: float = 0.1,
+        multi_label: bool = False,
+        nms: bool | None = None,
+        nms_iou: float = 0.3,
+        class_agnostic_nms: bool = False,
+        max_detections: int | None = 100,
+    ) -> Detections:
+        """Detections on an image encoded before (`encode_images`): class head only, no encoder.
+
+        Options are those of `detect_each`, and the result equals what `detect` returns for the
+        same image (a server re-scores new queries or thresholds this way).
+        """
+        qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
+        options = PostprocessOptions(
+            threshold=threshold, multi_label=multi_label,
+            nms=qs.has_image_queries if nms is None else nms, nms_iou=nms_iou,
+            class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
+        )  # fmt: skip
+        return self._detections(encoding, qs, options)
+
+    def _detections(
+        self, enc: ImageEncoding, qs: QuerySet, options: PostprocessOptions
+    ) -> Detections:
+        extra = {}
+        if enc.objectness_logits is not None:
+            extra["objectness"] = 1 / (1 + np.exp(-enc.objectness_logits.astype(np.float64)))
+        meta = enc.meta
+        return detections_from_scores(
+            self.score(enc, qs),
+            boxes_to_pixels(enc.pred_boxes, meta),
+            qs.labels,
+            qs.thresholds,
+            options,
+            extra=extra,
+            metadata={"path": meta.path, "width": meta.width, "height": meta.height},
+        )
 
     def detect(
         self,

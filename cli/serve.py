@@ -1,0 +1,145 @@
+"""`owl serve`: the local web page and JSON API (owl/serve/, docs/serve.md).
+
+Argument handling and startup only: the model is loaded once with the shared `load_detector`,
+compiled for the default buckets with one warm-up call, and handed to `owl.serve.app.create_app`,
+which uvicorn runs until Ctrl-C. Needs the [serve] extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import click
+
+from owl.cli.options import (
+    EXIT_CODES_HELP,
+    UsageFailure,
+    load_detector,
+    max_pixels_option,
+    max_pixels_value,
+    model_option,
+    write_line,
+)
+
+# Modules of the [serve] extra (pyproject.toml).
+SERVE_EXTRA_MODULES = ("fastapi", "uvicorn", "multipart")
+LOCAL = ("127.0.0.1", "localhost", "::1")
+
+EPILOG = """\b
+Examples:
+  owl serve --model shapes-tiny                 then open http://127.0.0.1:8000
+  owl serve --model owlv2-b16 --port 8080 --max-upload-mb 64
+  owl serve --host 0.0.0.0 --allow-host mybox.lan   reachable from the network (no login!)
+
+"""
+
+
+def check_serve_extra() -> None:
+    """Stops with one line naming `pip install "owl[serve]"` when the [serve] extra is missing."""
+    for name in SERVE_EXTRA_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise UsageFailure(
+                f"`owl serve` needs the serve extra (module {name!r} is not installed); "
+                'install it with: pip install "owl[serve]"'
+            )
+
+
+@click.command("serve", epilog=EPILOG + EXIT_CODES_HELP)
+@model_option
+@click.option(
+    "--host", default="127.0.0.1", show_default=True,
+    help="Address to bind. Anything but 127.0.0.1/localhost lets anyone on the network use the "
+    "server (there is no login).",
+)  # fmt: skip
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+    help="Another name the server may be reached by (its Host header), repeatable; local names "
+    "and --host are always allowed.",
+)  # fmt: skip
+@click.option(
+    "--max-upload-mb", type=click.FloatRange(min=0.001), default=32.0, show_default=True,
+    help="Largest request body (all images of one request together), in MiB.",
+)  # fmt: skip
+@click.option(
+    "--cache-images", type=click.IntRange(min=1), default=64, show_default=True,
+    help="Uploaded images kept for re-scoring (least recently used dropped first).",
+)  # fmt: skip
+@click.option(
+    "--index", "index_path", metavar="PATH", default=None,
+    help="An `owl index` collection for POST /v1/search (not available yet in this build).",
+)  # fmt: skip
+@max_pixels_option
+@click.option("--quiet", is_flag=True, help="No per-request log lines.")
+def serve(
+    model: str,
+    host: str,
+    port: int,
+    allow_hosts: tuple[str, ...],
+    max_upload_mb: float,
+    cache_images: int,
+    index_path: str | None,
+    max_image_pixels: int,
+    quiet: bool,
+) -> None:
+    """Serve a web page and JSON API for interactive detection on this machine.
+
+    Drop images on the page, type queries, draw example boxes, move the threshold: detections
+    update without re-encoding the images. The API (POST /v1/detect, /v1/rescore,
+    /v1/embed-query; GET /v1/models, /healthz; schema at /openapi.json) is in docs/serve.md.
+    Ctrl-C stops the server.
+    """
+    check_serve_extra()
+    if index_path is not None:
+        raise UsageFailure(
+            "--index: search over an `owl index` collection is not available yet in this build; "
+            "start owl serve without --index"
+        )
+    import uvicorn
+
+    from owl.serve.app import create_app
+
+    detector = load_detector(
+        model, batch_size=1, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet
+    )
+    _warm_up(detector)
+    extra = () if host in ("0.0.0.0", "::") else (host,)
+    app = create_app(
+        detector,
+        model_name=model,
+        max_upload_bytes=int(max_upload_mb * 2**20),
+        cache_images=cache_images,
+        allowed_hosts=(*extra, *allow_hosts),
+    )
+    if host not in LOCAL:
+        write_line(
+            f"warning: bound to {host}: anyone who can reach this machine on port {port} can use "
+            "this server (there is no login)",
+            err=True,
+        )
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=not quiet, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    write_line(f"owl serve: model {model}, open http://{shown}:{port}/ (Ctrl-C stops)", err=True)
+    try:
+        server.run()
+    finally:
+        app.state.server.store.close()
+    if not server.started:
+        raise click.ClickException(f"could not listen on {host}:{port} (is the port in use?)")
+    write_line("owl serve: stopped", err=True)
+
+
+def _warm_up(detector) -> None:
+    """Compiles the image encoder (batch bucket 1), text encoder and class head once."""
+    import numpy as np
+
+    blank = np.full((32, 32, 3), 0.5, np.float32)
+    detector.detect(blank, ["warm up"])

@@ -1,0 +1,109 @@
+"""The JSON API over shapes-tiny through httpx's ASGI transport: detect, rescore equals a fresh
+detect, bad images and unknown ids get 4xx with the message, foreign Host/Origin refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from owl.inference.detector import Detector
+from owl.serve.app import create_app
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples/shapes/images/000000.png"
+BASE = "http://127.0.0.1:8000"
+
+
+@pytest.fixture(scope="module")
+def app():
+    detector = Detector("shapes-tiny", batch_size=1)
+    application = create_app(detector, model_name="shapes-tiny", max_upload_bytes=1 << 20)
+    yield application
+    application.state.server.store.close()
+
+
+def call(app, method: str, path: str, **kwargs) -> httpx.Response:
+    async def go():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def detect(app, data: bytes, name: str = "000000.png", **fields) -> httpx.Response:
+    return call(app, "POST", "/v1/detect", files={"images": (name, data)}, data=fields)
+
+
+def test_detect_finds_the_red_circle_and_rescore_equals_a_fresh_detect(app):
+    r = detect(app, EXAMPLE.read_bytes(), query="red circle")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    [dets] = [d for d in body["results"][0]["detections"] if d["label"] == "red circle"]
+    x0, y0, x1, y1 = dets["box"]  # ground truth: bbox [81, 100, 24, 25]
+    assert abs(x0 - 81) < 6 and abs(y0 - 100) < 6 and abs(x1 - 105) < 6 and abs(y1 - 125) < 6
+    image_id = body["image_ids"][0]
+    fresh = detect(app, EXAMPLE.read_bytes(), options=json.dumps({"queries": ["red circle@0.05"]}))
+    rescored = call(
+        app, "POST", "/v1/rescore", json={"image_ids": [image_id], "queries": ["red circle@0.05"]}
+    )
+    assert rescored.status_code == 200
+    assert rescored.json()["results"] == fresh.json()["results"]
+
+
+def test_bad_image_gets_the_cli_message(app):
+    r = detect(app, b"not an image", name="notes.txt", query="red circle")
+    assert r.status_code == 400
+    assert r.json()["error"] == (
+        "notes.txt: not an image file Pillow can read; pass a JPEG, PNG, BMP, GIF, TIFF or WebP file."
+    )
+
+
+def test_unknown_id_and_oversized_upload_are_4xx(app):
+    r = call(app, "POST", "/v1/rescore", json={"image_ids": ["feedface"], "queries": ["x"]})
+    assert r.status_code == 404 and "unknown image id 'feedface'" in r.json()["error"]
+    r = detect(app, b"\0" * (2 << 20), query="red circle")
+    assert r.status_code == 413 and "upload limit of 1 MiB" in r.json()["error"]
+
+
+def test_path_like_fields_are_never_opened(app):
+    r = call(app, "POST", "/v1/rescore", json={"image_ids": ["/etc/passwd"], "queries": ["x"]})
+    assert r.status_code == 404
+
+
+def test_foreign_host_and_origin_are_refused(app):
+    assert call(app, "GET", "/healthz", headers={"host": "evil.example"}).status_code == 403
+    r = call(
+        app,
+        "POST",
+        "/v1/rescore",
+        json={"image_ids": []},
+        headers={"origin": "http://evil.example"},
+    )
+    assert r.status_code == 403
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_models_health_and_openapi(app):
+    assert call(app, "GET", "/v1/models").json()["models"][0]["name"] == "shapes-tiny"
+    assert call(app, "GET", "/healthz").json()["ok"] is True
+    paths = call(app, "GET", "/openapi.json").json()["paths"]
+    assert {"/v1/detect", "/v1/rescore", "/v1/embed-query", "/v1/models", "/healthz"} <= set(paths)
+
+
+def test_embed_query_matches_the_detector(app):
+    r = detect(app, EXAMPLE.read_bytes())
+    image_id = r.json()["image_ids"][0]
+    box = [81, 100, 105, 125]
+    r = call(
+        app, "POST", "/v1/embed-query", json={"exemplars": [{"image_id": image_id, "box": box}]}
+    )
+    assert r.status_code == 200, r.text
+    from owl.inference.queries import ImageQuery
+
+    detector = app.state.server.detector
+    expected = detector.embed_image_query(ImageQuery(((str(EXAMPLE), tuple(box)),)))
+    assert r.json()["embedding"] == pytest.approx(expected.tolist(), rel=1e-5)
