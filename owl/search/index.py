@@ -46,7 +46,7 @@ from owl.ops.image import DEFAULT_MAX_PIXELS, ImageLoadError, ImageMeta, boxes_t
 from owl.search import store
 from owl.search.negatives import suppress_negatives
 from owl.search.ranking import rank_scores, resolve_rank, top_boxes
-from owl.search.vectors import EXACT_BELOW, REFINE, AnnIndex, box_logits
+from owl.search.vectors import EXACT_BELOW, REFINE, AnnIndex, pad_boxes, padded_box_logits
 
 DEFAULT_BOXES_PER_IMAGE = 16  # chosen by benchmarks/search_bench.py (docs/search.md)
 COMMIT_EVERY = 16  # images per transaction
@@ -128,6 +128,7 @@ class Index:
         self._lock = threading.RLock()
         self._db = store.connect(self.path)
         self._snapshot: store.Snapshot | None = None
+        self._padded_boxes: tuple | None = None  # (snapshot, pad_boxes of all its boxes)
         self._ann: AnnIndex | None = None
         recorded = store.read_settings(self._db)
         if model is None:
@@ -393,13 +394,12 @@ class Index:
         if not snap.paths:
             return []
         rows = self._candidate_rows(snap, qs.embeddings, top)
-        logits = box_logits(
-            snap.embeddings[rows], snap.logit_shift[rows], snap.logit_scale[rows], qs.embeddings
-        )
-        negative_logits = box_logits(
-            snap.embeddings[rows], snap.logit_shift[rows], snap.logit_scale[rows],
-            negative_embeddings,
-        )  # fmt: skip
+        if len(rows) == len(snap.embeddings):  # every box: the snapshot padded once, no copies
+            boxes = self._padded(snap)
+        else:
+            boxes = pad_boxes(snap.embeddings[rows], snap.logit_shift[rows], snap.logit_scale[rows])
+        logits = padded_box_logits(boxes, qs.embeddings)
+        negative_logits = padded_box_logits(boxes, negative_embeddings)
         logits = suppress_negatives(logits, negative_logits)
         # A masked pair (a negative is closer) scores exactly 0; even threshold 0 must drop it, and
         # any real logit above -745 scores more than the smallest float64, so floor there.
@@ -429,6 +429,14 @@ class Index:
         if not negatives:
             return np.zeros((0, self.detector.model.config.embed_dim), np.float32)
         return self.prepare_queries(negatives, truncate=truncate).embeddings
+
+    def _padded(self, snap: store.Snapshot):
+        """The whole snapshot as `pad_boxes` gives it, kept until the index changes."""
+        with self._lock:
+            if self._padded_boxes is None or self._padded_boxes[0] is not snap:
+                boxes = pad_boxes(snap.embeddings, snap.logit_shift, snap.logit_scale)
+                self._padded_boxes = (snap, boxes)
+            return self._padded_boxes[1]
 
     def _current_snapshot(self) -> store.Snapshot:
         with self._lock:
