@@ -23,6 +23,10 @@ class RunningServer:
     url: str
     process: subprocess.Popen
 
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C, as a user would; returns the exit code and stderr (again: the same)."""
+        return stop_server(self)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -59,7 +63,9 @@ def start_server(*extra: str, timeout: float = 120.0) -> RunningServer:
 
 
 def stop_server(server: RunningServer) -> tuple[int, str]:
-    """Ctrl-C, as a user would; returns the exit code and stderr."""
+    """Ctrl-C, as a user would; returns the exit code and stderr (again: the same)."""
+    if server.process.returncode is not None:
+        return server.process.returncode, ""
     server.process.send_signal(signal.SIGINT)
     try:
         _, err = server.process.communicate(timeout=30)

@@ -10,6 +10,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from click.testing import CliRunner
+
+from owl.cli.main import cli
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -29,3 +33,18 @@ def test_200_detects_from_8_clients_without_errors(owl_server):
     assert result.errors == []
     assert len(result.latencies) == 200
     assert 0 < rss < 4 * 2**30
+    code, err = owl_server.stop()  # Ctrl-C after the load: a clean stop, exit 130
+    assert code == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted"
+
+
+def test_index_that_does_not_exist_is_one_line_and_exit_2(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["serve", "--model", "shapes-tiny", "--index", str(tmp_path / "none.owlindex")]
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        result.output.strip()
+        .splitlines()[-1]
+        .endswith(f"--index {tmp_path / 'none.owlindex'}: no such index; build it with `owl index`")
+    )
