@@ -164,8 +164,10 @@ def index(
     report_failures(report.failures, len(paths) - report.skipped_other_shards)
 
 
-def open_index(path: Path, model: str | None, *, create: bool, **options):
+def open_index(path: Path, model, *, create: bool, **options):
     """Opens (or creates) the index; a mismatched model or a non-index file is exit 2.
+
+    `model`: a --model value, None (the index's own), or a loaded `Detector` to search with.
 
     Returns:
       An `owl.search.index.Index`.
@@ -187,7 +189,9 @@ def open_index(path: Path, model: str | None, *, create: bool, **options):
             if not create:
                 raise UsageFailure(f"--index {path} holds no index; build it with `owl index`")
             model = DEFAULT_MODEL
-        return Index(path, None if model is None else model_id(model), **options)
+        if isinstance(model, str):
+            model = model_id(model)
+        return Index(path, model, **options)  # a Detector: used as it is (owl serve's own)
     except (IndexMismatchError, IndexStoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except UnknownModelError as e:

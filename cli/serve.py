@@ -8,12 +8,15 @@ which uvicorn runs until Ctrl-C. Needs the [serve] extra.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import click
 
 from owl.cli.options import (
     EXIT_CODES_HELP,
+    SEARCH_EXTRA_MODULES,
     UsageFailure,
+    check_extra,
     load_detector,
     max_pixels_option,
     max_pixels_value,
@@ -71,7 +74,8 @@ def check_serve_extra() -> None:
 )  # fmt: skip
 @click.option(
     "--index", "index_path", metavar="PATH", default=None,
-    help="An `owl index` collection for POST /v1/search (not available yet in this build).",
+    help="An `owl index` collection (built with this model) to search with POST /v1/search; needs "
+    "the [search] extra.",
 )  # fmt: skip
 @max_pixels_option
 @click.option("--quiet", is_flag=True, help="No per-request log lines.")
@@ -90,15 +94,14 @@ def serve(
 
     Drop images on the page, type queries, draw example boxes, move the threshold: detections
     update without re-encoding the images. The API (POST /v1/detect, /v1/rescore,
-    /v1/embed-query; GET /v1/models, /healthz; schema at /openapi.json) is in docs/serve.md.
+    /v1/embed-query, /v1/search with --index; GET /v1/models, /healthz; schema at /openapi.json) is in docs/serve.md.
     Ctrl-C stops the server.
     """
     check_serve_extra()
     if index_path is not None:
-        raise UsageFailure(
-            "--index: search over an `owl index` collection is not available yet in this build; "
-            "start owl serve without --index"
-        )
+        check_extra("serve --index", "search", SEARCH_EXTRA_MODULES, "search")
+        if not Path(index_path).is_file():
+            raise UsageFailure(f"--index {index_path}: no such index; build it with `owl index`")
     import uvicorn
 
     from owl.serve.app import create_app
@@ -107,6 +110,11 @@ def serve(
         model, batch_size=1, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet
     )
     _warm_up(detector)
+    index = None
+    if index_path is not None:
+        from owl.cli.index import open_index
+
+        index = open_index(Path(index_path), detector, create=False)  # another model: exit 2
     extra = () if host in ("0.0.0.0", "::") else (host,)
     app = create_app(
         detector,
@@ -114,6 +122,7 @@ def serve(
         max_upload_bytes=int(max_upload_mb * 2**20),
         cache_images=cache_images,
         allowed_hosts=(*extra, *allow_hosts),
+        index=index,
     )
     if host not in LOCAL:
         write_line(
@@ -132,6 +141,8 @@ def serve(
         server.run()
     finally:
         app.state.server.store.close()
+        if index is not None:
+            index.close()
     if not server.started:
         raise click.ClickException(f"could not listen on {host}:{port} (is the port in use?)")
     write_line("owl serve: stopped", err=True)

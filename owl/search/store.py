@@ -106,7 +106,12 @@ class Snapshot:
 def connect(path: str | os.PathLike) -> sqlite3.Connection:
     """Opens (creating if needed) an index file in WAL mode, autocommit off only in `write`."""
     try:
-        db = sqlite3.connect(os.fspath(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        # Any thread may use the connection (owl serve searches from its worker threads): every
+        # use goes through `Index._lock`, so calls never overlap.
+        db = sqlite3.connect(
+            os.fspath(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable at each checkpoint,

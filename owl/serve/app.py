@@ -1,7 +1,7 @@
 """The FastAPI app of `owl serve`: the JSON API (docs/serve.md, /openapi.json) and the page.
 
 Routes only: detection is `Detector.encode_images` / `prepare_queries` / `detect_encoded` /
-`embed_image_query`, files are `owl.inference.outputs.write_detections`, image decoding and the
+`embed_image_query`, search is `owl.Index.search`, files are `owl.inference.outputs.write_detections`, image decoding and the
 decompression-bomb guard are `owl.ops.image` (through the Detector). Every model call holds one
 lock, so concurrent requests are served one after another on the model without errors.
 """
@@ -30,6 +30,7 @@ from owl.serve.requests import (
     DetectOptions,
     EmbedQueryRequest,
     RescoreRequest,
+    SearchRequest,
     image_queries,
     postprocess_options,
     to_queries,
@@ -59,6 +60,7 @@ class Server:
     store: ImageStore
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     detect_calls: int = 0
+    index: Any = None  # an owl.search.index.Index (owl serve --index), or None
 
     def path_of(self, image_id: str) -> str:
         return str(self.stored(image_id).path)
@@ -109,10 +111,12 @@ def create_app(
     max_upload_bytes: int = 32 * 2**20,
     cache_images: int = 64,
     allowed_hosts: Iterable[str] = (),
+    index: Any = None,
 ) -> Any:
     """The ASGI app (FastAPI inside the Host/Origin/size `Guard`); `app.state.server` holds the
-    `Server`. Call `app.state.server.store.close()` when done (the CLI does)."""
-    server = Server(detector, model_name, ImageStore(cache_images))
+    `Server`. `index`: an `owl.Index` opened with this `detector`, for POST /v1/search. Call
+    `app.state.server.store.close()` when done (the CLI does)."""
+    server = Server(detector, model_name, ImageStore(cache_images), index=index)
     api = FastAPI(
         title="owl serve",
         version=str(JSON_VERSION),
@@ -199,6 +203,25 @@ def create_app(
             media_type=MEDIA_TYPES[body.format],
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
+
+    @api.post("/v1/search")
+    def search(body: SearchRequest) -> dict:
+        """The `top` images of the --index collection that hold what the queries describe: the
+        records `owl search -o x.json` writes (paths as the index holds them), best image first."""
+        if server.index is None:
+            raise ApiError(404, "no index: start owl serve with --index PATH (built by owl index)")
+        with server.lock:
+            qs = server.query_set(body)
+            if qs is None:
+                raise ApiError(422, "queries: give at least one query to search for")
+            try:
+                results = server.index.search(
+                    qs, top=body.top, negatives=body.negatives, threshold=body.threshold,
+                    nms=body.nms, nms_iou=body.nms_iou, max_detections=body.max_detections or None,
+                )  # fmt: skip
+            except ValueError as e:  # an over-long negative query
+                raise ApiError(400, str(e)) from None
+        return answer([], results, qs, [])
 
     @api.post("/v1/embed-query")
     def embed_query(body: EmbedQueryRequest) -> dict:

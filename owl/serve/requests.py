@@ -62,6 +62,15 @@ class RescoreRequest(DetectOptions):
     )
 
 
+class SearchRequest(DetectOptions):
+    """Queries over the server's `owl index` collection (`owl serve --index PATH`)."""
+
+    top: int = Field(10, ge=1, description="how many images to return, best first")
+    negatives: list[str] = Field(
+        [], description="text queries whose look-alikes are dropped (as `owl search`)"
+    )
+
+
 class EmbedQueryRequest(BaseModel):
     """Exemplar boxes on images the server holds, averaged into one query embedding."""
 

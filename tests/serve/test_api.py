@@ -1,5 +1,5 @@
 """The JSON API over shapes-tiny through httpx's ASGI transport: detect, rescore equals a fresh
-detect, bad images and unknown ids get 4xx with the message, foreign Host/Origin refused."""
+detect, search over a tiny index, bad images and unknown ids get 4xx with the message, foreign Host/Origin refused."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import httpx
 import pytest
 
 from owl.inference.detector import Detector
+from owl.search.index import Index
 from owl.serve.app import create_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples/shapes/images/000000.png"
+IMAGES = EXAMPLE.parent
 BASE = "http://127.0.0.1:8000"
 
 
@@ -107,3 +109,52 @@ def test_embed_query_matches_the_detector(app):
     detector = app.state.server.detector
     expected = detector.embed_image_query(ImageQuery(((str(EXAMPLE), tuple(box)),)))
     assert r.json()["embedding"] == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+# POST /v1/search over a tiny `owl index` of examples/shapes/images: the records equal what
+# POST /v1/detect gives the same image (scores equal `owl detect`'s), best image first.
+
+
+@pytest.fixture(scope="module")
+def app_with_index(tmp_path_factory):
+    detector = Detector("shapes-tiny", batch_size=1)
+    index = Index(tmp_path_factory.mktemp("idx") / "shapes.owlindex", model=detector)
+    index.add(sorted(str(p) for p in IMAGES.glob("*.png")))
+    application = create_app(detector, model_name="shapes-tiny", index=index)
+    yield application
+    application.state.server.store.close()
+    index.close()
+
+
+def test_search_ranks_the_image_with_the_red_circle_first_with_detect_s_records(app_with_index):
+    r = call(app_with_index, "POST", "/v1/search", json={"queries": ["red circle@0.3"], "top": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["queries"] == ["red circle"] and body["image_ids"] == []
+    first = body["results"][0]
+    assert Path(first["image"]["path"]).name == "000000.png"
+    assert (first["image"]["width"], first["image"]["height"]) == (128, 128)
+    [best] = [
+        d for d in first["detections"] if d["score"] == max(x["score"] for x in first["detections"])
+    ]
+    x0, y0, x1, y1 = best["box"]  # ground truth: bbox [81, 100, 24, 25]
+    assert abs(x0 - 81) < 6 and abs(y0 - 100) < 6 and abs(x1 - 105) < 6 and abs(y1 - 125) < 6
+    fresh = detect(app_with_index, (IMAGES / "000000.png").read_bytes(), query="red circle@0.3")
+    expected = {
+        (tuple(d["box"]), d["label"]): d["score"] for d in fresh.json()["results"][0]["detections"]
+    }
+    got = {(tuple(d["box"]), d["label"]): d["score"] for d in first["detections"]}
+    assert got.keys() <= expected.keys() and got  # the index keeps K boxes per image
+    for key, score in got.items():
+        assert score == pytest.approx(expected[key], abs=1e-5)
+
+
+def test_search_needs_a_query_and_an_index(app_with_index):
+    r = call(app_with_index, "POST", "/v1/search", json={"queries": []})
+    assert r.status_code == 422 and "at least one query" in r.json()["error"]
+    detector = app_with_index.state.server.detector
+    plain = create_app(detector, model_name="shapes-tiny")
+    r = call(plain, "POST", "/v1/search", json={"queries": ["red circle"]})
+    assert r.status_code == 404
+    assert r.json()["error"] == "no index: start owl serve with --index PATH (built by owl index)"
+    plain.state.server.store.close()
