@@ -434,10 +434,8 @@ class Detector:
         A bad image yields a result with `error` set and the others go on. `nms=None` turns NMS on
         when the query set holds image queries (as the official image-query demo does).
         """
-        qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
-        options = PostprocessOptions(
-            threshold=threshold, multi_label=multi_label,
-            nms=qs.has_image_queries if nms is None else nms, nms_iou=nms_iou,
+        qs, options = self._queries_and_options(
+            queries, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
             class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
         )  # fmt: skip
         # Decode and preprocess the next batch on a background thread while the model runs on
@@ -481,13 +479,22 @@ class Detector:
         Options are those of `detect_each`, and the result equals what `detect` returns for the
         same image (a server re-scores new queries or thresholds this way).
         """
-        qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
-        options = PostprocessOptions(
-            threshold=threshold, multi_label=multi_label,
-            nms=qs.has_image_queries if nms is None else nms, nms_iou=nms_iou,
+        qs, options = self._queries_and_options(
+            queries, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
             class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
         )  # fmt: skip
         return self._detections(encoding, qs, options)
+
+    def _queries_and_options(
+        self, queries: Query | Sequence[Query] | QuerySet, *, nms: bool | None, **options: Any
+    ) -> tuple[QuerySet, PostprocessOptions]:
+        """The prepared query set and post-processing options of one detect call.
+
+        `nms=None` means on exactly when the set holds image queries (the official demo's rule).
+        """
+        qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
+        nms = qs.has_image_queries if nms is None else nms
+        return qs, PostprocessOptions(nms=nms, **options)
 
     def _detections(
         self, enc: ImageEncoding, qs: QuerySet, options: PostprocessOptions
