@@ -49,8 +49,9 @@ def _batch(value: str) -> int | None:
 )  # fmt: skip
 @click.option(
     "--out", "out", required=True, type=click.Path(path_type=Path), metavar="DIR",
-    help="Folder to write (new, empty, or an earlier export, which is replaced).",
+    help="Folder to write: new or empty (an earlier export needs --overwrite).",
 )  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in DIR.")
 @click.option(
     "--batch", default="dynamic", show_default=True, metavar="N|dynamic",
     help="Image batch of the image encoder and score graphs: a fixed N, or dynamic.",
@@ -65,7 +66,14 @@ def _batch(value: str) -> int | None:
 )  # fmt: skip
 @click.option("--quiet", is_flag=True, help="Print only the final line.")
 def export(
-    model: str, fmt: str, out: Path, batch: str, precision: str, tolerance: float, quiet: bool
+    model: str,
+    fmt: str,
+    out: Path,
+    overwrite: bool,
+    batch: str,
+    precision: str,
+    tolerance: float,
+    quiet: bool,
 ) -> None:
     """Export MODEL as graphs that keep the vocabulary open: image_encoder, text_encoder, score.
 
@@ -80,16 +88,19 @@ def export(
     fixed = _batch(batch)
     if fmt == "onnx":
         check_export_extra("`owl export --format onnx`")
-    if out.exists() and not out.is_dir():
-        raise UsageFailure(f"--out {out}: is a file; give a folder for the export")
     from owl.export.manifest import ExportDirError
-    from owl.export.writer import VerificationError, export_model
+    from owl.export.writer import VerificationError, check_out_folder, export_model
 
+    try:
+        check_out_folder(out, overwrite)  # before the model is loaded or downloaded
+    except ExportDirError as e:
+        raise UsageFailure(str(e)) from None
     loaded = load_model(model, quiet=quiet)
     try:
         manifest = export_model(
-            loaded, out, format=fmt, batch=fixed, precision=precision, tolerance=tolerance
-        )
+            loaded, out, format=fmt, batch=fixed, precision=precision, tolerance=tolerance,
+            overwrite=overwrite,
+        )  # fmt: skip
     except ExportDirError as e:
         raise UsageFailure(str(e)) from None
     except VerificationError as e:

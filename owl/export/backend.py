@@ -145,7 +145,8 @@ def load_graphs(
 
 
 def _check_signatures(directory: Path, manifest: Manifest, runners: dict[str, Runner]) -> None:
-    """The image encoder's input size and outputs must be the manifest's model's."""
+    """The encoders' input sizes and outputs must be the manifest's model's."""
+    _check_text_length(directory, manifest, runners["text_encoder"])
     c = manifest.config
     run = runners["image_encoder"]
     if hasattr(run, "session"):
@@ -168,6 +169,42 @@ def _check_signatures(directory: Path, manifest: Manifest, runners: dict[str, Ru
             f"{directory}: the image_encoder graph does not match manifest.json (input "
             f"{shape}, model {c.family} {c.image_size}px); write the folder again with "
             "`owl export`"
+        )
+
+
+def _check_text_length(directory: Path, manifest: Manifest, run: Runner) -> None:
+    """The text encoder must take exactly the manifest's context length of token ids.
+
+    A StableHLO graph states its input shape. The ONNX graph takes [N, L] for any L up to the
+    context length it was built with (its position table), so it is probed: L = context must run
+    and L = context + 1 must not. One query each, a few milliseconds even at full size.
+    """
+    ctx = manifest.config.context_length
+    if not hasattr(run, "session"):
+        shape = list(run.exported.in_avals[0].shape)
+        ok = shape[1:] == [ctx]
+        got = f"input {shape}"
+    else:
+        import onnxruntime as ort
+
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the expected failure below must not print an ORT error
+
+        def runs(length: int) -> bool:
+            ids = np.zeros((1, length), np.int64)
+            ids[0, :2] = (1, 2)
+            try:
+                run.session.run(None, {"input_ids": ids}, quiet)
+            except Exception:  # onnxruntime raises its own exception types
+                return False
+            return True
+
+        ok = runs(ctx) and not runs(ctx + 1)
+        got = "a graph built for another length"
+    if not ok:
+        raise ExportDirError(
+            f"{directory}: the text_encoder graph does not take the {ctx} tokens of "
+            f"manifest.json's context_length ({got}); write the folder again with `owl export`"
         )
 
 

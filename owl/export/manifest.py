@@ -109,6 +109,13 @@ class Manifest:
         unknown = sorted(set(graphs) - set(GRAPHS))
         if unknown:
             raise bad(f"unknown graphs {', '.join(unknown)}")
+        for name, graph in graphs.items():
+            if not isinstance(graph, dict) or not is_plain_name(graph.get("file")):
+                file = graph.get("file") if isinstance(graph, dict) else graph
+                raise bad(
+                    f"graphs.{name}.file {file!r} is not a plain file name inside the folder "
+                    "(no folders, no absolute paths)"
+                )
         for key in ("preprocessing", "tokenizer", "verification"):
             if not isinstance(d.get(key), dict):
                 raise bad(f"{key} is missing")
@@ -118,6 +125,7 @@ class Manifest:
                 f"preprocessing.image_size {pre.get('image_size')!r} differs from the model's "
                 f"{config.image_size}"
             )
+        _check_owl_constants(d, config, bad)
         return cls(
             format=fmt,
             config=config,
@@ -141,6 +149,60 @@ class Manifest:
                 "with `owl export`"
             ) from None
         return cls.from_dict(d, where)
+
+
+def is_plain_name(name: Any) -> bool:
+    """Whether `name` is a file name that stays inside its folder: no separators, not `..`.
+
+    Manifests are untrusted input (an export folder may come from anywhere): a graph file named
+    `../../etc/passwd` or `/etc/passwd` must never be opened.
+    """
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and not os.path.isabs(name)
+        and Path(name).name == name
+    )
+
+
+def _check_owl_constants(d: dict, config: ModelConfig, bad: Any) -> None:
+    """Manifest values owl does not read, but computes itself, must be owl's own.
+
+    owl preprocesses with its CLIP mean/std and the model's pad value, and tokenizes with its
+    bundled tokenizer to the model's context length. A manifest stating other values describes
+    graphs owl would feed wrongly, so it is refused rather than silently ignored.
+    """
+    from owl.ops.image import CLIP_MEAN, CLIP_STD
+    from owl.text.tokenizer import EOT_ID, PAD_ID, SOT_ID
+
+    pre, tok = d["preprocessing"], d["tokenizer"]
+    for key, want in (("mean", CLIP_MEAN), ("std", CLIP_STD)):
+        got = pre.get(key)
+        if not (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(
+                isinstance(v, int | float) and abs(v - w) <= 1e-6
+                for v, w in zip(got, want, strict=True)
+            )
+        ):
+            raise bad(f"preprocessing.{key} {got!r} is not owl's CLIP {key} {list(want)!r}")
+    if pre.get("pad_value") != config.pad_value:
+        raise bad(
+            f"preprocessing.pad_value {pre.get('pad_value')!r} differs from the model's "
+            f"{config.pad_value}"
+        )
+    if tok.get("context_length") != config.context_length:
+        raise bad(
+            f"tokenizer.context_length {tok.get('context_length')!r} differs from the model's "
+            f"{config.context_length}"
+        )
+    for key, want in (("pad_id", PAD_ID), ("start_id", SOT_ID), ("end_id", EOT_ID)):
+        if tok.get(key) != want:
+            raise bad(f"tokenizer.{key} {tok.get(key)!r} is not owl's tokenizer's {want}")
 
 
 def read_manifest(directory: str | os.PathLike) -> Manifest:
@@ -182,5 +244,6 @@ __all__ = [
     "PRECISIONS",
     "ExportDirError",
     "Manifest",
+    "is_plain_name",
     "read_manifest",
 ]

@@ -44,16 +44,19 @@ def export_model(
     batch: int | None = None,
     precision: str = "f32",
     tolerance: float = TOLERANCE,
+    overwrite: bool = False,
 ) -> Manifest:
     """Exports `model` into the folder `out` and verifies it; returns the written manifest.
 
     Args:
       model: the detector to export.
-      out: the folder; created if needed. An existing folder must be empty or an owl export.
+      out: the folder; created if needed. An existing folder must be empty, or an owl export
+        and `overwrite` set (as `owl convert` needs --overwrite to replace its file).
       format: "onnx" or "stablehlo".
       batch: a fixed image batch, or None for a dynamic one.
       precision: "f32", or "bf16" for bfloat16-stored weights computed in float32.
       tolerance: largest max |diff| against owl that passes.
+      overwrite: replace an earlier export in `out`.
     Raises:
       ValueError: a bad format, precision or batch; ExportDirError: `out` is not usable.
       VerificationError: the graphs differ from owl by more than `tolerance` (no manifest).
@@ -64,7 +67,7 @@ def export_model(
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be a positive integer or dynamic, got {batch}")
-    directory = _prepare_folder(Path(out))
+    directory = _prepare_folder(Path(out), overwrite)
     params = jax.device_get(model.params)
     reference = model
     stored = params
@@ -138,17 +141,34 @@ def _to_bf16(x: Any) -> np.ndarray:
     return x
 
 
-def _prepare_folder(directory: Path) -> Path:
-    """Creates `directory`, or reuses an empty one or an earlier export (its manifest removed)."""
+def check_out_folder(directory: Path, overwrite: bool) -> None:
+    """Raises `ExportDirError` unless `directory` may receive an export; changes nothing.
+
+    It may be missing, an empty folder, or (with `overwrite`) an earlier owl export. A folder
+    holding anything else is never written into.
+    """
     if directory.exists() and not directory.is_dir():
         raise ExportDirError(f"--out {directory}: is a file; give a folder for the export")
+    if not directory.is_dir():
+        return
+    present = list(directory.iterdir())
+    others = [p.name for p in present if not _is_export_file(p)]
+    if others:
+        raise ExportDirError(
+            f"--out {directory}: the folder holds files that are not an owl export "
+            f"({others[0]}); give an empty or new folder"
+        )
+    if present and not overwrite:
+        raise ExportDirError(
+            f"--out {directory}: holds an owl export already; pass --overwrite to replace it, "
+            "or give an empty or new folder"
+        )
+
+
+def _prepare_folder(directory: Path, overwrite: bool) -> Path:
+    """Creates `directory`, or reuses an empty one or (`overwrite`) an earlier export."""
+    check_out_folder(directory, overwrite)
     if directory.is_dir():
-        others = [p.name for p in directory.iterdir() if not _is_export_file(p)]
-        if others:
-            raise ExportDirError(
-                f"--out {directory}: the folder holds files that are not an owl export "
-                f"({others[0]}); give an empty or new folder"
-            )
         (directory / MANIFEST_NAME).unlink(missing_ok=True)  # unfinished until verified again
         for old in directory.iterdir():
             if old.is_file():
@@ -182,4 +202,4 @@ def _copy_tokenizer(folder: Path, context_length: int) -> dict[str, Any]:
     }
 
 
-__all__ = ["VerificationError", "export_model", "preprocessing_contract"]
+__all__ = ["VerificationError", "check_out_folder", "export_model", "preprocessing_contract"]

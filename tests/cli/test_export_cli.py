@@ -148,3 +148,108 @@ def test_missing_export_extra_is_one_line():
         "`owl export --format onnx` needs the export extra (module 'no_such_module_owl' is not "
         'installed); install it with: pip install "owl[export]"'
     )
+
+
+def _edited(exports: dict[str, Path], tmp_path: Path, name: str, edit, fmt: str = "onnx") -> Path:
+    """A copy of an export whose manifest.json was changed by `edit(manifest_dict)`."""
+    folder = Path(shutil.copytree(exports[fmt], tmp_path / name))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_manifest_file_names_stay_inside_the_folder(exports, tmp_path, monkeypatch):
+    # The manifest is untrusted: a file name that leaves the folder is refused before any file
+    # is opened, whether or not the target exists.
+    outside = tmp_path / "outside.onnx"
+    shutil.copyfile(exports["onnx"] / "image_encoder.onnx", outside)
+    opened: list[str] = []
+    import owl.export.onnx_files as onnx_files
+
+    real = onnx_files.load_onnx
+    monkeypatch.setattr(
+        onnx_files, "load_onnx", lambda p, t=None: opened.append(str(p)) or real(p, t)
+    )
+    for bad in ["../../../../etc/passwd", "/etc/passwd", str(outside), "../outside.onnx",
+                "sub/image_encoder.onnx", "..", "", "a\\..\\b.onnx"]:  # fmt: skip
+        folder = _edited(
+            exports, tmp_path, f"bad{len(opened)}_{abs(hash(bad))}",
+            lambda m, bad=bad: m["graphs"]["image_encoder"].update(file=bad),
+        )  # fmt: skip
+        line = _one_line_usage_error(folder)
+        assert f"graphs.image_encoder.file {bad!r} is not a plain file name inside the folder" in (
+            line
+        )
+    assert opened == []
+
+
+def test_manifest_values_owl_computes_itself_must_be_owls(exports, tmp_path):
+    def setter(*keys, value):
+        def edit(m):
+            d = m
+            for k in keys[:-1]:
+                d = d[k]
+            d[keys[-1]] = value
+
+        return edit
+
+    cases = [
+        (("tokenizer", "context_length"), 77, "tokenizer.context_length 77 differs from the model's 16"),
+        (("preprocessing", "mean"), [0.5, 0.5, 0.5], "preprocessing.mean [0.5, 0.5, 0.5] is not owl's CLIP mean"),
+        (("preprocessing", "std"), None, "preprocessing.std None is not owl's CLIP std"),
+        (("preprocessing", "pad_value"), 0.25, "preprocessing.pad_value 0.25 differs from the model's 0.5"),
+        (("tokenizer", "end_id"), 3, "tokenizer.end_id 3 is not owl's tokenizer's 49407"),
+    ]  # fmt: skip
+    for i, (keys, value, message) in enumerate(cases):
+        folder = _edited(exports, tmp_path, f"c{i}", setter(*keys, value=value))
+        assert message in _one_line_usage_error(folder)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "stablehlo"])
+def test_a_context_length_other_than_the_graphs_is_one_line(exports, tmp_path, fmt):
+    # Both context lengths edited consistently (16 -> 77, and 16 -> 8): the graph itself is
+    # checked, so this is a one-line usage error, not an ONNX Runtime traceback mid-detection.
+    for ctx in (77, 8):
+
+        def edit(m, ctx=ctx):
+            m["model_config"]["context_length"] = ctx
+            m["tokenizer"]["context_length"] = ctx
+
+        folder = _edited(exports, tmp_path, f"{fmt}{ctx}", edit, fmt)
+        line = _one_line_usage_error(folder, fmt)
+        assert f"the text_encoder graph does not take the {ctx} tokens of manifest.json's " in line
+
+
+def test_a_missing_tokenizer_folder_is_not_needed(exports, tmp_path):
+    # owl tokenizes with its own bundled vocabulary (docs/export.md): tokenizer/ is for others.
+    folder = Path(shutil.copytree(exports["onnx"], tmp_path / "no_tokenizer"))
+    shutil.rmtree(folder / "tokenizer")
+    image = EXAMPLES / "000000.png"
+    want = _detect(image, "-q", "red circle", "--model", "shapes-tiny")
+    got = _detect(image, "-q", "red circle", "--backend", "onnx", "--model", folder)
+    _assert_same(got, want)
+
+
+def test_export_over_an_earlier_export_needs_overwrite(exports, tmp_path):
+    # As `owl convert` needs --overwrite to replace its file, so does `owl export` its folder.
+    folder = Path(shutil.copytree(exports["onnx"], tmp_path / "again"))
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    result = CliRunner().invoke(export, ["shapes-tiny", "--out", str(folder)])
+    assert result.exit_code == 2, result.output
+    assert f"--out {folder}: holds an owl export already; pass --overwrite to replace it" in (
+        result.stderr
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # untouched
+    result = CliRunner().invoke(
+        export, ["shapes-tiny", "--out", str(folder), "--format", "stablehlo", "--overwrite"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "manifest.json").read_text())["format"] == "stablehlo"
+    assert not (folder / "image_encoder.onnx").exists()  # the earlier graphs are gone
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(
+        export, ["shapes-tiny", "--out", str(empty), "--format", "stablehlo"]
+    )
+    assert result.exit_code == 0, result.output
