@@ -182,16 +182,16 @@ def open_index(path: Path, model, *, create: bool, **options):
         if not path.is_file():
             raise UsageFailure(f"--index {path}: no such index; build it with `owl index`")
     try:
-        db = connect(path)
-        recorded = read_settings(db)
-        db.close()
-        if model is None and not recorded:
-            if not create:
-                raise UsageFailure(f"--index {path} holds no index; build it with `owl index`")
-            model = DEFAULT_MODEL
+        if create:
+            db = connect(path)
+            recorded = read_settings(db)
+            db.close()
+            if model is None and not recorded:
+                model = DEFAULT_MODEL
         if isinstance(model, str):
             model = model_id(model)
-        return Index(path, model, **options)  # a Detector: used as it is (owl serve's own)
+        # Searching (create=False) opens the file read-only: it is never created or changed.
+        return Index(path, model, read_only=not create, **options)  # a Detector: used as it is
     except (IndexMismatchError, IndexStoreError, ValueError) as e:
         raise UsageFailure(str(e)) from None
     except UnknownModelError as e:

@@ -81,6 +81,44 @@ def shard_of(path: str, num_shards: int) -> int:
     return int.from_bytes(digest[:8], "big") % num_shards
 
 
+def check_model_name(path: Path, recorded: dict[str, Any], model: str) -> None:
+    """Refuses a registry model other than the index's, before it is loaded or downloaded.
+
+    The weights hash (checked after loading) is the real test, but a registry name that is not
+    the index's would be downloaded first (hundreds of MiB) only to be refused. Two registry
+    names are compared by name. Another registry name is refused unless it is cached, because
+    an index built from a file may hold a converted copy of that name. Then loading is cheap and
+    the hash decides. A local path is always loaded and compared by hash.
+
+    Raises:
+      IndexMismatchError: naming the index's model and how to search it.
+    """
+    from owl.checkpoints import registry
+
+    if Path(model).exists():
+        return
+    try:
+        entry = registry.get_entry(model)
+    except registry.UnknownModelError:
+        return  # the loader reports an unknown name in its own words
+    built = str(recorded.get("model"))
+    try:
+        built_entry = None if Path(built).exists() else registry.get_entry(built)
+    except registry.UnknownModelError:
+        built_entry = None
+    if built_entry is not None:
+        if built_entry.name == entry.name:
+            return
+    elif registry.is_cached(entry.name):
+        return
+    raise IndexMismatchError(
+        f"{path} was built with model {built!r} (weights sha256 "
+        f"{str(recorded.get('weights_sha256'))[:12]}), not {model!r}; search it with "
+        f"--model {built} (or without --model), or build a new index for this model "
+        "(nothing was loaded or downloaded)"
+    )
+
+
 def file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -104,9 +142,12 @@ class Index:
       max_pixels: decompression-bomb limit (None: none).
       resize_method: "official" or "tf", as for the Detector (recorded; must match).
       exact_below: indexes with fewer boxes are searched exactly, larger ones through FAISS.
+      read_only: open an existing index for searching only (`owl search`, `owl serve`): the
+        file is never created or changed, and `add`/`remove`/`prune` raise.
 
     Raises:
-      IndexMismatchError: the index was built with other weights or settings.
+      IndexMismatchError: the index was built with other weights or settings. A model named
+        by registry name is compared by name before it is loaded or downloaded.
       store.IndexStoreError: the file is not an owl index.
     """
 
@@ -122,20 +163,30 @@ class Index:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         resize_method: str = "official",
         exact_below: int = EXACT_BELOW,
+        read_only: bool = False,
     ):
         self.path = Path(path)
         self.exact_below = exact_below
         self._lock = threading.RLock()
-        self._db = store.connect(self.path)
+        self._db = store.connect(self.path, read_only=read_only)
         self._snapshot: store.Snapshot | None = None
         self._padded_boxes: tuple | None = None  # (snapshot, pad_boxes of all its boxes)
         self._ann: AnnIndex | None = None
         recorded = store.read_settings(self._db)
+        if read_only and not recorded:
+            self._db.close()
+            raise store.IndexStoreError(f"{self.path} holds no index; build it with `owl index`")
         if model is None:
             if not recorded:
                 self._db.close()
                 raise ValueError(f"{self.path} is a new index; give the model to build it with")
             model = recorded["model"]
+        elif recorded and isinstance(model, str | os.PathLike):
+            try:
+                check_model_name(self.path, recorded, os.fspath(model))
+            except IndexMismatchError:
+                self._db.close()
+                raise
         if isinstance(model, Detector):
             self.detector = model
         else:

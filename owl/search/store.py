@@ -26,6 +26,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,8 +104,15 @@ class Snapshot:
         return np.repeat(np.arange(len(self.paths)), np.diff(self.offsets))
 
 
-def connect(path: str | os.PathLike) -> sqlite3.Connection:
-    """Opens (creating if needed) an index file in WAL mode, autocommit off only in `write`."""
+def connect(path: str | os.PathLike, *, read_only: bool = False) -> sqlite3.Connection:
+    """Opens (creating if needed) an index file in WAL mode, autocommit off only in `write`.
+
+    `read_only`: open an existing index for searching only. The file is opened with SQLite's
+    `mode=ro` and `query_only`, so nothing can create or change it. A file that holds no index
+    (a 0-byte file, any other SQLite file) stays exactly as it was.
+    """
+    if read_only:
+        return _connect_read_only(path)
     try:
         # Any thread may use the connection (owl serve searches from its worker threads): every
         # use goes through `Index._lock`, so calls never overlap.
@@ -124,6 +132,26 @@ def connect(path: str | os.PathLike) -> sqlite3.Connection:
     return db
 
 
+def _connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    uri = Path(os.path.abspath(path)).as_uri() + "?mode=ro"
+    try:
+        db = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            check_same_thread=False,
+        )  # fmt: skip
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA query_only = ON")
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as e:
+        raise IndexStoreError(
+            f"{path} is not an owl index ({e}); build one with `owl index`"
+        ) from None
+    if not {"settings", "generation", "images"} <= tables:
+        db.close()
+        raise IndexStoreError(f"{path} holds no owl index; build it with `owl index`")
+    return db
+
+
 class write:  # noqa: N801 - used as `with write(db):`
     """One write transaction (BEGIN IMMEDIATE ... COMMIT), bumping the generation counter."""
 
@@ -131,6 +159,8 @@ class write:  # noqa: N801 - used as `with write(db):`
         self.db = db
 
     def __enter__(self) -> sqlite3.Connection:
+        if self.db.execute("PRAGMA query_only").fetchone()[0]:
+            raise IndexStoreError("the index was opened read-only (for searching); nothing written")
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
