@@ -292,7 +292,9 @@ def detect(
     bar.close()
 
     # -- outputs, summary, failures ------------------------------------------------------------
-    if output is not None:
+    if output is not None and not to_stdout and paths and not done:
+        write_line(f"{output} not written: no image could be read", err=True)
+    elif output is not None:
         from owl.inference.outputs import write_coco, write_csv, write_json
 
         results = [d for _, d in done]

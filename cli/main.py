@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("owl.cli.index", "index"),
     "search": ("owl.cli.search", "search"),
     "serve": ("owl.cli.serve", "serve"),
+    "example-image": ("owl.cli.example_image", "example_image"),
 }
 
 

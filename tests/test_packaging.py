@@ -51,3 +51,4 @@ def test_wheel_ships_the_recipes_and_assets(wheel):
         assert f"owl/configs/{recipe}.py" in names
     assert "owl/assets/shapes-tiny.safetensors.gz" in names
     assert "owl/assets/bpe_simple_vocab_16e6.txt.gz" in names
+    assert "owl/assets/example-shapes.png" in names  # `owl example-image`: the wheel quick start

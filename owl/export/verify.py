@@ -9,19 +9,18 @@ float32) fails.
 
 from __future__ import annotations
 
-import importlib.resources
 from typing import Any
 
 import jax
 import numpy as np
 
+from owl.examples import EXAMPLE_IMAGE, example_image
 from owl.models.model import OwlModel
 from owl.models.owl_vit import normalize, score_queries
 from owl.ops.image import preprocess
 from owl.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer
 
 TOLERANCE = 1e-4
-EXAMPLE_IMAGE = "example-shapes.png"
 EXAMPLE_QUERIES = ("red circle", "a photo of a green square", "blue star", "thing")
 
 
@@ -35,9 +34,7 @@ def verification_inputs(model: OwlModel, batch: int | None) -> dict[str, np.ndar
     rng = np.random.default_rng(0)
     n = batch or 2
     pixels = rng.standard_normal((n, c.image_size, c.image_size, 3)).astype(np.float32)
-    resource = importlib.resources.files("owl").joinpath("assets", EXAMPLE_IMAGE)
-    with importlib.resources.as_file(resource) as path:
-        example, _ = preprocess(path, image_size=c.image_size, pad_value=c.pad_value)
+    example, _ = preprocess(example_image(), image_size=c.image_size, pad_value=c.pad_value)
     pixels[-1] = example
     ids = get_tokenizer().tokenize(list(EXAMPLE_QUERIES), context_length=c.context_length)
     random_ids = np.zeros((2, c.context_length), np.int32)
