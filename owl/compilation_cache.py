@@ -11,7 +11,9 @@ JAX's own `jax_compilation_cache_dir` is left alone.
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from pathlib import Path
 
 ENV = "OWL_COMPILATION_CACHE"
@@ -32,7 +34,7 @@ def enable(directory: str | os.PathLike) -> Path | None:
         return None
     import jax
 
-    current = jax.config.jax_compilation_cache_dir
+    current = getattr(jax.config, "jax_compilation_cache_dir", None)
     if current:
         return Path(current)
     path = Path(directory)
@@ -40,7 +42,26 @@ def enable(directory: str | os.PathLike) -> Path | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
         return None  # an unwritable cache folder must not stop detection
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # The thresholds first, the directory (which switches the cache on) last: a JAX that lacks
+    # an option (they moved between releases before) leaves the cache off, said in one line.
+    options = (
+        ("jax_persistent_cache_min_compile_time_secs", 0.0),
+        ("jax_persistent_cache_min_entry_size_bytes", 0),
+        ("jax_compilation_cache_dir", str(path)),
+    )
+    for name, value in options:
+        try:
+            jax.config.update(name, value)
+        except AttributeError:  # "Unrecognized config option"
+            _say_off(jax.__version__, name)
+            return None
     return path
+
+
+@functools.cache
+def _say_off(version: str, option: str) -> None:
+    print(
+        f"owl: jax {version} has no option {option}; the persistent compilation cache stays off "
+        "(every process compiles again)",
+        file=sys.stderr,
+    )

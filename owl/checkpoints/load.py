@@ -41,6 +41,7 @@ from owl.checkpoints.tree import (
     config_mismatches,
     infer_config,
 )
+from owl.jax_support import check_jax
 from owl.models.configs import ModelConfig, get_variant
 from owl.models.model import OwlModel
 from owl.models.owl_vit import param_shapes
@@ -202,6 +203,7 @@ def load(
       registry.UnknownModelError: `source` is neither a path nor a known name.
       owl.checkpoints.download.DownloadError: the file could not be downloaded.
     """
+    check_jax()  # one line if this JAX is outside the supported range (a PYTHONPATH run)
     compilation_cache.enable(registry.cache_dir() / "xla")
     path = Path(source)
     if path.exists():

@@ -128,12 +128,18 @@ def load_stablehlo(
     Raises:
       ValueError: the file is not a serialised `jax.export` module.
     """
+    import jax
     from jax import export
 
     try:
         exported = export.deserialize(bytearray(path.read_bytes()))
     except Exception as e:  # the deserialiser raises assorted errors on bad bytes
-        raise ValueError(f"not a serialised jax.export module ({type(e).__name__})") from None
+        # jax.export reads modules of older JAX releases, not always of newer ones.
+        raise ValueError(
+            f"not a serialised jax.export module that jax {jax.__version__} can read "
+            f"({type(e).__name__}; a folder written by a newer jax needs that jax, or export "
+            "it again with this one)"
+        ) from None
     names = _INPUT_NAMES[name]
     dtypes = [a.dtype for a in exported.in_avals]
 
