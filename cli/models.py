@@ -126,7 +126,7 @@ def models(as_json: bool, verify: bool, path_of: str | None, info_of: str | None
     for line in (header, *table):
         cells = [str(c).ljust(w) for c, w in zip(line[:-1], widths[:-1], strict=True)]
         click.echo("  ".join([*cells, str(line[-1])]))
-    click.echo(f"\n{FOOTNOTES}")
+    click.echo(f"\n{footnotes()}")
     click.echo(f"cache: {registry.checkpoint_dir()}")
     if verify:
         checked = [r for r in rows if r["cached"] and r["url"] is not None]
@@ -149,12 +149,17 @@ def models(as_json: bool, verify: bool, path_of: str | None, info_of: str | None
         click.get_current_context().exit(1)
 
 
-FOOTNOTES = (
-    "* official LVIS val AP / APr (scenic owl_vit README); shapes-tiny: measured ShapesWorld base AP"
-    " / novel AP (docs/shapes.md). `owl models --info NAME` gives every figure and its source.\n"
-    "** seconds per image forward on the project's CPU machine, from benchmarks/forward.py; "
-    "'-' where not measured yet."
-)
+def footnotes() -> str:
+    """The table's footnotes; the forward times name the machine they were measured on."""
+    from owl.checkpoints import registry
+
+    return (
+        "* official LVIS val AP / APr (scenic owl_vit README); shapes-tiny: measured ShapesWorld "
+        "base AP / novel AP (docs/shapes.md). `owl models --info NAME` gives every figure and its "
+        "source.\n"
+        f"** seconds per image forward (f32, batch 1) on {registry.FORWARD_MACHINE}, from "
+        f"`{registry.FORWARD_COMMAND}` (owl/assets/forward_times.json); '-' where not measured."
+    )
 
 
 def _params(n: int | None) -> str:
@@ -204,7 +209,8 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
         + (
             "- (not measured: benchmarks/forward.py)"
             if entry.forward_s is None
-            else f"{entry.forward_s:.2f} s per image (benchmarks/forward.py)"
+            else f"{entry.forward_s:.2f} s per image on {registry.FORWARD_MACHINE} "
+            "(owl/assets/forward_times.json, benchmarks/forward.py)"
         ),
     ]
     for metric, value in entry.scores:

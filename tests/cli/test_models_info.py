@@ -45,7 +45,7 @@ def test_models_table_has_the_columns():
         "NAME", "VARIANT", "INPUT", "PARAMS", "AP/APr*", "FWD**", "SIZE", "CACHED",
     ]  # fmt: skip
     row = next(line for line in lines if line.startswith("owlv2-b16-ensemble "))
-    assert row.split()[2:8] == ["960", "px", "154.6M", "43.9/40.5", "5.25s", "590"]
+    assert row.split()[2:8] == ["960", "px", "154.6M", "43.9/40.5", "5.66s", "590"]
     tiny = next(line for line in lines if line.startswith("shapes-tiny "))
     assert tiny.split()[2:6] == ["128", "px", "3.6M", "50.7/31.9"]
     assert any("benchmarks/forward.py" in line for line in lines)
@@ -78,3 +78,21 @@ def test_models_info_unknown_name_is_a_usage_error():
     result = CliRunner().invoke(cli, ["models", "--info", "owlvit-b33"])
     assert result.exit_code == 2
     assert "owlvit-b32" in result.output
+
+
+def test_forward_times_have_one_source_named_with_its_cpu():
+    # owl/assets/forward_times.json feeds `owl models` and is the README performance table's owl
+    # column: the two must not drift apart again (0.47 / 2.46 / 5.25 against 3.128 / 5.656).
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = dict(re.findall(r"^\| (owl[\w-]+) @ \d+ \(\d+ tokens\) \| ([\d.]+) \|", readme, re.M))
+    assert {k: float(v) for k, v in table.items()} == registry.FORWARD_S
+    assert "AMD EPYC, 2 cores" in registry.FORWARD_MACHINE
+    result = CliRunner().invoke(cli, ["models"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[6] for line in result.output.splitlines()[1:11]}
+    assert rows["owlvit-b32"] == "0.47s" and rows["owlv2-b16-ensemble"] == "5.66s"
+    assert rows["owlvit-b16"] == "3.13s" and rows["owlv2-l14"] == "-"
+    assert f"on {registry.FORWARD_MACHINE}, from `python benchmarks/forward.py" in result.output
