@@ -227,7 +227,7 @@ def test_models_table_shows_cached_state(cache):
         "NAME", "VARIANT", "INPUT", "PARAMS", "AP/APr*", "FWD**", "SIZE", "CACHED",
     ]  # fmt: skip
     assert rows["owlv2-b16-st"][1:10] == [
-        "owlv2-b16", "960", "px", "154.6M", "26.5/29.5", "5.25s", "590", "MiB", "yes",
+        "owlv2-b16", "960", "px", "154.6M", "26.5/29.5", "5.66s", "590", "MiB", "yes",
     ]  # fmt: skip
     assert rows["owlvit-l14"][1:10] == [
         "owlvit-l14", "840", "px", "433.1M", "34.6/31.2", "-", "1652", "MiB", "no",
