@@ -313,7 +313,7 @@ def query_error(error: Exception) -> click.UsageError:
 
     if isinstance(error, QueryTooLongError):
         return click.UsageError(
-            f"query {error.text!r} has {error.num_tokens} tokens but at most {error.limit} fit; "
+            f"query {error.text!r} has {error.count} tokens but at most {error.limit} fit; "
             "shorten it or pass --truncate-long-queries"
         )
     if isinstance(error, ImageLoadError):

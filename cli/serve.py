@@ -78,7 +78,10 @@ def check_serve_extra() -> None:
     "the [search] extra.",
 )  # fmt: skip
 @max_pixels_option
-@click.option("--quiet", is_flag=True, help="No per-request log lines.")
+@click.option(
+    "--quiet", is_flag=True,
+    help="No access log (by default one line per request on stderr: client, request, status).",
+)  # fmt: skip
 def serve(
     model: str,
     host: str,
@@ -132,10 +135,7 @@ def serve(
         )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=not quiet, lifespan="off"
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, host, port, quiet=quiet))
     write_line(f"owl serve: model {model}, open http://{shown}:{port}/ (Ctrl-C stops)", err=True)
     try:
         server.run()
@@ -146,6 +146,41 @@ def serve(
     if not server.started:
         raise click.ClickException(f"could not listen on {host}:{port} (is the port in use?)")
     write_line("owl serve: stopped", err=True)
+
+
+def uvicorn_config(app, host: str, port: int, *, quiet: bool):
+    """uvicorn's settings: its own messages at warning level (startup lines are owl's), and one
+    access line per request on stderr (`127.0.0.1:5342 - "POST /v1/detect HTTP/1.1" 200 OK`)
+    unless `quiet`."""
+    import uvicorn
+
+    log_config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"},
+            "access": {
+                "()": "uvicorn.logging.AccessFormatter",
+                "fmt": '%(client_addr)s - "%(request_line)s" %(status_code)s',
+                "use_colors": False,
+            },
+        },
+        "handlers": {
+            name: {"formatter": name, "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+            for name in ("default", "access")
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "WARNING", "propagate": False},
+            "uvicorn.error": {"level": "WARNING"},
+            "uvicorn.access": {
+                "handlers": ["access"], "level": "WARNING" if quiet else "INFO", "propagate": False,
+            },
+        },
+    }  # fmt: skip
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=log_config, log_level=None, access_log=not quiet,
+        lifespan="off",
+    )  # fmt: skip
 
 
 def _warm_up(detector) -> None:

@@ -3,15 +3,24 @@
 Routes only: detection is `Detector.encode_images` / `prepare_queries` / `detect_encoded` /
 `embed_image_query`, search is `owl.Index.search`, files are `owl.inference.outputs.write_detections`, image decoding and the
 decompression-bomb guard are `owl.ops.image` (through the Detector). Every model call holds one
-lock, so concurrent requests are served one after another on the model without errors.
+lock, so concurrent requests are served one after another on the model without errors; parsing,
+the text-length checks and writing uploads happen outside it.
+
+The schema (/openapi.json) is the contract: every route lists each status it can answer, and
+every error, whoever raises it (a route, request validation, routing, the Guard), has the one
+shape `{"error": "one line"}`. 400: the body cannot be used (not JSON, not valid Unicode, a number
+that is not finite, text over the length cap, a query over the token limit, a box outside its
+image, no readable image); 422: a field is missing, of the wrong type or out of its range.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +28,61 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
 
 from owl.inference.detections import Detections, float32_list
 from owl.inference.detector import Detector, QuerySet
 from owl.inference.outputs import JSON_VERSION, write_detections
+from owl.inference.queries import TextQuery
 from owl.ops.image import ImageLoadError
 from owl.serve.guard import Guard
 from owl.serve.requests import (
+    BAD_VALUE_ERRORS,
+    MAX_TEXT_CHARS,
     DetectOptions,
     EmbedQueryRequest,
     RescoreRequest,
     SearchRequest,
+    Text,
     image_queries,
     postprocess_options,
     to_queries,
 )
 from owl.serve.store import ImageStore, StoredImage, safe_name
+from owl.text.tokenizer import get_tokenizer
 
 STATIC = Path(__file__).parent / "static"
 MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "coco": "application/json"}
 SUFFIXES = {"json": ".json", "csv": ".csv", "coco": ".coco.json"}
+
+
+FORM_QUERIES = TypeAdapter(list[Text])
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: one line saying what was wrong and what to do."""
+
+    error: str
+
+
+def _responses(*statuses: int) -> dict:
+    """OpenAPI `responses` entries, each with the one error model."""
+    return {s: {"model": ErrorBody, "description": STATUS_MEANING[s]} for s in statuses}
+
+
+STATUS_MEANING = {
+    400: "the body cannot be used: not JSON, not valid Unicode, a non-finite number, text over "
+    "1000 characters or 16 tokens, a box outside its image, no readable image, or a "
+    "Content-Length that is bad or comes with Transfer-Encoding",
+    403: "a foreign Host or Origin header (see --allow-host)",
+    404: "an image id the server does not hold (or, for /v1/search, no --index)",
+    411: "a body without Content-Length (chunked uploads are not accepted)",
+    413: "a body over --max-upload-mb",
+    422: "a field is missing, of the wrong type or out of its range",
+}
+GET_ERRORS = _responses(400, 403, 411, 413)
+POST_ERRORS = _responses(400, 403, 404, 411, 413, 422)
 
 
 class ApiError(Exception):
@@ -75,11 +118,17 @@ class Server:
             )
         return item
 
-    def query_set(self, options: DetectOptions) -> QuerySet | None:
-        """The Detector's query set, or None for no queries (then nothing is detected)."""
+    def query_set(self, options: DetectOptions, negatives: Iterable[str] = ()) -> QuerySet | None:
+        """The Detector's query set, or None for no queries (then nothing is detected). Text is
+        checked against the token limit before the model lock is taken."""
         try:
             queries = to_queries(options, self.path_of)
-            return self.detector.prepare_queries(queries) if queries else None
+            texts = [q.text for q in queries if isinstance(q, TextQuery)]
+            get_tokenizer().tokenize([*texts, *negatives])  # raises QueryTooLongError
+            if not queries:
+                return None
+            with self.lock:
+                return self.detector.prepare_queries(queries)
         except ApiError:
             raise
         except ValueError as e:  # empty or over-long text, bad box, bad threshold, bad size
@@ -89,7 +138,8 @@ class Server:
         if qs is None:
             meta = item.encoding.meta
             return Detections.empty({"path": item.name, "width": meta.width, "height": meta.height})
-        return self.detector.detect_encoded(item.encoding, qs, **postprocess_options(options))
+        with self.lock:
+            return self.detector.detect_encoded(item.encoding, qs, **postprocess_options(options))
 
 
 def answer(ids: list[str], results: list[Detections], qs: QuerySet | None, failed: list) -> dict:
@@ -132,14 +182,29 @@ def create_app(
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _first_error(exc.errors())}, status_code=422)
+        return JSONResponse(
+            {"error": _first_error(exc.errors())}, status_code=_status(exc.errors())
+        )
 
-    @api.get("/healthz")
+    @api.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        # Routing (404 unknown path, 405 with its Allow header) and FastAPI's own 400 for a body
+        # it cannot read (such as bytes that are not UTF-8), in the API's error shape.
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            message = (
+                "the body cannot be read: send UTF-8 JSON (or a multipart form for /v1/detect)"
+            )
+        elif exc.status_code == 400:  # Starlette's multipart parser: a form field over 1 MiB...
+            message = f"the form cannot be read: {message}"
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+    @api.get("/healthz", responses=GET_ERRORS)
     def healthz() -> dict:
         """Liveness, and how many images the server holds."""
         return {"ok": True, "images_cached": len(server.store), "detect_calls": server.detect_calls}
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", responses=GET_ERRORS)
     def models() -> dict:
         """The loaded model."""
         c = detector.model.config
@@ -155,42 +220,56 @@ def create_app(
             ]
         }
 
-    @api.post("/v1/detect")
+    @api.post("/v1/detect", responses=POST_ERRORS)
     def detect(
-        images: list[UploadFile] = File(..., description="one or more image files"),  # noqa: B008
-        query: list[str] = Form([], description='text queries, "TEXT" or "TEXT@T"'),  # noqa: B008
-        options: str = Form("{}", description="DetectOptions as JSON"),
+        images: list[UploadFile] = File(  # noqa: B008
+            ..., min_length=1, description="one or more image files"
+        ),
+        query: list[str] = Form(  # noqa: B008
+            [], description='text queries, "TEXT" or "TEXT@T" (at most 1000 characters each)'
+        ),
+        options: str = Form(
+            "{}",
+            description="DetectOptions as JSON (the DetectOptions schema; 400 when it is not)",
+        ),
     ) -> dict:
         """Encodes the images (kept for /v1/rescore by the returned ids) and detects."""
-        try:
-            parsed = DetectOptions.model_validate_json(options)
-        except ValidationError as e:
-            raise ApiError(422, "options: " + _first_error(e.errors())) from None
-        parsed.queries = [*query, *parsed.queries]
-        with server.lock:
-            server.detect_calls += 1
-            qs = server.query_set(parsed)
-            ids, results, failed = [], [], []
-            for n, upload in enumerate(images):
-                item, error = _receive(server, upload, f"image-{n + 1}")
-                if error is not None:
-                    failed.append(
-                        {"name": safe_name(upload.filename, f"image-{n + 1}"), "error": error}
-                    )
-                    continue
-                ids.append(item.id)
-                results.append(server.detections(item, qs, parsed))
+        parsed = _form_options(query, options)
+        server.detect_calls += 1
+        qs = server.query_set(parsed)
+        ids, results, failed = [], [], []
+        for n, upload in enumerate(images):
+            item, error = _receive(server, upload, f"image-{n + 1}")
+            if error is not None:
+                failed.append(
+                    {"name": safe_name(upload.filename, f"image-{n + 1}"), "error": error}
+                )
+                continue
+            ids.append(item.id)
+            results.append(server.detections(item, qs, parsed))
         if not ids and failed:
             raise ApiError(400, "; ".join(f["error"] for f in failed))
         return answer(ids, results, qs, failed)
 
-    @api.post("/v1/rescore", response_model=None)
+    @api.post(
+        "/v1/rescore",
+        response_model=None,
+        responses={
+            **POST_ERRORS,
+            200: {
+                "description": "the API answer (format api) or the file `owl detect -o` writes",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/csv": {"schema": {"type": "string"}},
+                },
+            },
+        },
+    )
     def rescore(body: RescoreRequest) -> dict | Response:
         """New queries or thresholds on images sent before: class head only, no re-encoding."""
-        with server.lock:
-            items = [server.stored(i) for i in body.image_ids]
-            qs = server.query_set(body)
-            results = [server.detections(item, qs, body) for item in items]
+        items = [server.stored(i) for i in body.image_ids]
+        qs = server.query_set(body)
+        results = [server.detections(item, qs, body) for item in items]
         if body.format == "api":
             return answer(body.image_ids, results, qs, [])
         with tempfile.TemporaryDirectory(prefix="owl-serve-out-") as folder:
@@ -204,16 +283,16 @@ def create_app(
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
-    @api.post("/v1/search")
+    @api.post("/v1/search", responses=POST_ERRORS)
     def search(body: SearchRequest) -> dict:
         """The `top` images of the --index collection that hold what the queries describe: the
         records `owl search -o x.json` writes (paths as the index holds them), best image first."""
         if server.index is None:
             raise ApiError(404, "no index: start owl serve with --index PATH (built by owl index)")
+        qs = server.query_set(body, body.negatives)
+        if qs is None:
+            raise ApiError(400, "queries: give at least one query to search for")
         with server.lock:
-            qs = server.query_set(body)
-            if qs is None:
-                raise ApiError(422, "queries: give at least one query to search for")
             try:
                 results = server.index.search(
                     qs, top=body.top, negatives=body.negatives, threshold=body.threshold,
@@ -223,15 +302,13 @@ def create_app(
                 raise ApiError(400, str(e)) from None
         return answer([], results, qs, [])
 
-    @api.post("/v1/embed-query")
+    @api.post("/v1/embed-query", responses=POST_ERRORS)
     def embed_query(body: EmbedQueryRequest) -> dict:
         """Exemplar boxes -> one query embedding (for the `embeddings` field, or to save)."""
-        if not body.exemplars:
-            raise ApiError(422, "exemplars: give at least one {image_id, box}")
         for e in body.exemplars:
             e.label = body.label
+        [query] = image_queries(body.exemplars, body.method, server.path_of)
         with server.lock:
-            [query] = image_queries(body.exemplars, body.method, server.path_of)
             try:
                 embedding = detector.embed_image_query(query)
             except ValueError as e:
@@ -248,9 +325,27 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    api.openapi = _exact_schema(api, detector.model.config.embed_dim)  # type: ignore[method-assign]
     app = Guard(api, allowed_hosts=allowed_hosts, max_body_bytes=max_upload_bytes)
     app.state = api.state  # type: ignore[attr-defined]
     return app
+
+
+def _form_options(query: list[str], options: str) -> DetectOptions:
+    """/v1/detect's form fields as one `DetectOptions` (form queries first); 400 when `options`
+    is not a DetectOptions as JSON (the schema can only say "a string") or a query is bad."""
+    try:
+        form_queries = FORM_QUERIES.validate_python(query)
+    except ValidationError as e:
+        raise ApiError(400, "query." + _first_error(e.errors())) from None
+    try:  # parsed as the JSON routes' bodies are (json.loads, then the model), same messages
+        parsed = DetectOptions.model_validate(json.loads(options))
+    except json.JSONDecodeError as e:
+        raise ApiError(400, f"options: not JSON ({e.msg} at character {e.pos})") from None
+    except ValidationError as e:
+        raise ApiError(400, "options: " + _first_error(e.errors())) from None
+    parsed.queries = [*form_queries, *parsed.queries]
+    return parsed
 
 
 def _receive(server: Server, upload: UploadFile, fallback: str) -> tuple[Any, str | None]:
@@ -260,7 +355,8 @@ def _receive(server: Server, upload: UploadFile, fallback: str) -> tuple[Any, st
     with open(path, "wb") as f:
         while chunk := upload.file.read(1 << 20):
             f.write(chunk)
-    [enc] = server.detector.encode_images([str(path)])
+    with server.lock:
+        [enc] = server.detector.encode_images([str(path)])
     if isinstance(enc, ImageLoadError):
         server.store.discard(image_id)
         return None, server.store.public(str(enc))
@@ -270,10 +366,49 @@ def _receive(server: Server, upload: UploadFile, fallback: str) -> tuple[Any, st
     return item, None
 
 
+def _status(errors: list[dict]) -> int:
+    """400 when a value cannot be used as text or a number (`BAD_VALUE_ERRORS`), else 422."""
+    return 400 if any(e.get("type") in BAD_VALUE_ERRORS for e in errors) else 422
+
+
 def _first_error(errors: list[dict]) -> str:
-    """Pydantic's first validation error as one line: "field.sub: message"."""
+    """Pydantic's first validation error as one line: "field.sub: message" (the field path
+    without pydantic's union-member and validator names)."""
     if not errors:
         return "invalid request"
-    e = errors[0]
-    where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+    # A value error beats a type mismatch, and the deepest field is the most specific: in a
+    # `str | TextSpec` union, {"text": "x", "threshold": NaN} fails both branches.
+    e = max(errors, key=lambda e: (e.get("type") in BAD_VALUE_ERRORS, len(e.get("loc", ()))))
+    if e.get("type") == "string_unicode":
+        e = {**e, "msg": "text is not valid Unicode (a lone UTF-16 surrogate?); send UTF-8 text"}
+    if e.get("type") == "json_invalid":
+        why = (e.get("ctx") or {}).get("error", "JSON decode error")
+        at = next((p for p in e.get("loc", ()) if isinstance(p, int)), None)
+        return f"the body is not JSON ({why}{'' if at is None else f' at character {at}'})"
+    where = ".".join(
+        str(p)
+        for p in e.get("loc", ())
+        if p != "body" and (isinstance(p, int) or _FIELD.fullmatch(str(p)))
+    )
     return f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid"))
+
+
+_FIELD = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
+    """`api.openapi` with what pydantic cannot say on its own: an embedding holds exactly this
+    model's `embed_dim` values, and each form `query` is at most MAX_TEXT_CHARS characters."""
+    plain = api.openapi
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            schema = plain()
+            parts = schema["components"]["schemas"]
+            embedding = parts["EmbeddingSpec"]["properties"]["embedding"]
+            embedding.update(minItems=embed_dim, maxItems=embed_dim)
+            form = parts["Body_detect_v1_detect_post"]["properties"]["query"]
+            form["items"]["maxLength"] = MAX_TEXT_CHARS
+        return api.openapi_schema
+
+    return openapi

@@ -4,8 +4,12 @@ A page on another site open in the same browser can send requests to 127.0.0.1. 
 Jupyter does: the ``Host`` header must name this server (stops DNS rebinding, where evil.example
 resolves to 127.0.0.1), and a state-changing request (anything but GET/HEAD) that carries an
 ``Origin`` must come from this server's own origin. No CORS headers are ever sent, so browsers
-keep other sites from reading any answer. Bodies over the upload cap are refused from their
-``Content-Length`` before they are read.
+keep other sites from reading any answer.
+
+The body-size rule: a POST must carry one ``Content-Length`` (411 without it, 400 for a bad value,
+and 400 when it comes with ``Transfer-Encoding``, which RFC 9112 makes an error: the two framings
+could disagree), a length over the cap is refused (413) before the body is read, and the bytes the
+app actually receives are counted too, so however a body is framed it is never read past the cap.
 """
 
 from __future__ import annotations
@@ -48,51 +52,110 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers: dict[str, list[str]] = {}
+        for k, v in scope["headers"]:
+            headers.setdefault(k.decode("latin-1").lower(), []).append(v.decode("latin-1"))
         problem = self.check(scope["method"], headers)
         if problem is not None:
-            status, message = problem
-            body = json.dumps({"error": message}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            await refuse(send, *problem)
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, *self.capped(receive, send))
 
-    def check(self, method: str, headers: dict[str, str]) -> tuple[int, str] | None:
-        """(status, one-line message) for a refused request, or None to let it through."""
-        host = headers.get("host", "")
+    def capped(self, receive: Callable, send: Callable) -> tuple[Callable, Callable]:
+        """`receive` and `send` for the app that count the body bytes received: past the cap, the
+        client gets 413 (connection closed), the app gets `http.disconnect` (it stops reading) and
+        whatever the app sends after that is dropped."""
+        received = 0
+        refused = False
+        started = False
+
+        async def capped_receive() -> dict:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    refused = True
+                    if not started:
+                        await refuse(send, 413, self.too_large(None))
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal started
+            if refused:
+                return
+            started = True
+            await send(message)
+
+        return capped_receive, guarded_send
+
+    def too_large(self, size: int | None) -> str:
+        """The 413 message; `size`: the declared length, None when counting found it too long."""
+        mib = self.max_body_bytes / 2**20
+        what = "request body" if size is None else f"request body of {size} bytes"
+        return (
+            f"{what} is over the upload limit of {mib:g} MiB; "
+            "send smaller or fewer images, or start owl serve with a larger --max-upload-mb"
+        )
+
+    def check(self, method: str, headers: dict[str, list[str]]) -> tuple[int, str] | None:
+        """(status, one-line message) for a refused request, or None to let it through.
+        `headers`: lower-case name -> every value sent under it."""
+        host = ",".join(headers.get("host", []))
         if host_name(host) not in self.allowed:
             return 403, (
                 f"Host {host!r} is not this server; open it as http://127.0.0.1 (or start "
                 "owl serve with --allow-host NAME)"
             )
-        if method in SAFE_METHODS:
-            return None
-        origin = headers.get("origin")
+        framing = self.framing(headers)
+        if framing is not None or method in SAFE_METHODS:
+            return framing
+        origin = ",".join(headers["origin"]) if "origin" in headers else None
         if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
             return (
                 403,
                 f"cross-origin request from {origin!r} refused; use the page this server serves",
             )
-        if headers.get("sec-fetch-site") == "cross-site":
+        if "cross-site" in headers.get("sec-fetch-site", []):
             return 403, "cross-site request refused; use the page this server serves"
-        length = headers.get("content-length")
-        if length is None:
-            if headers.get("transfer-encoding"):
-                return 411, "send a Content-Length header (chunked uploads are not accepted)"
-            return None
+        return None
+
+    def framing(self, headers: dict[str, list[str]]) -> tuple[int, str] | None:
+        """The body-size rule on the headers, for every method (a GET can carry a body too)."""
+        lengths = set(headers.get("content-length", []))
+        if "transfer-encoding" in headers:
+            if lengths:
+                return 400, (
+                    "a request with both Transfer-Encoding and Content-Length is refused "
+                    "(RFC 9112); send Content-Length only"
+                )
+            return 411, "send a Content-Length header (chunked uploads are not accepted)"
+        if not lengths:
+            return None  # no body at all: h11 frames such a request as empty
+        length = lengths.pop() if len(lengths) == 1 else ",".join(sorted(lengths))
         if not length.isdigit():
             return 400, f"bad Content-Length {length!r}"
         if int(length) > self.max_body_bytes:
-            mib = self.max_body_bytes / 2**20
-            return 413, (
-                f"request body of {int(length)} bytes is over the upload limit of {mib:g} MiB; "
-                "send smaller or fewer images, or start owl serve with a larger --max-upload-mb"
-            )
+            return 413, self.too_large(int(length))
         return None
+
+
+async def refuse(send: Callable, status: int, message: str) -> None:
+    """Answers `{"error": message}` with `status` and asks the server to close the connection
+    (the unread rest of a refused body must not be taken for the next request)."""
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

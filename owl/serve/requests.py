@@ -1,47 +1,115 @@
 """Request bodies of the JSON API (pydantic, so /openapi.json documents them) and their
 translation into the Detector's own queries and options. No scoring happens here.
+
+The models are strict (no bool for an int, no string for a number), refuse unknown fields, and
+check text and numbers at the boundary, before anything is tokenised or run: text is at most
+`MAX_TEXT_CHARS` characters of valid Unicode (no lone surrogates), numbers are finite, and
+embedding values fit a float32. The error types of those boundary checks are `BAD_VALUE_ERRORS`
+(the app answers them with 400, other schema violations with 422).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, parse_text_query
 
+# A query is at most 16 tokens (SOT + 14 + EOT), far under 1000 characters: longer text is
+# refused before the tokenizer sees it.
+MAX_TEXT_CHARS = 1000
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_DETECTIONS = 10_000
+MAX_TOP = 10_000
+# Error types answered with 400 (the body cannot be used as text or numbers), not 422.
+BAD_VALUE_ERRORS = frozenset(
+    {
+        "json_invalid",
+        "finite_number",
+        "string_too_long",
+        "string_unicode",
+        "unicode_surrogate",
+        "float32_range",
+    }
+)
 
-class TextSpec(BaseModel):
+
+def _unicode_scalars(text: str) -> str:
+    """Text must be Unicode scalar values: a lone UTF-16 surrogate ("\\ud800") cannot be
+    tokenised or echoed back as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PydanticCustomError(
+            "unicode_surrogate",
+            "text holds a lone UTF-16 surrogate at character {at}; send valid Unicode text",
+            {"at": e.start},
+        ) from None
+    return text
+
+
+def _float32(value: float) -> float:
+    if abs(value) > FLOAT32_MAX:
+        raise PydanticCustomError(
+            "float32_range", "{value} does not fit a float32 (|x| <= 3.4e38)", {"value": value}
+        )
+    return value
+
+
+Text = Annotated[
+    str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_unicode_scalars)
+]
+Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+Float32 = Annotated[
+    float,
+    AfterValidator(_float32),
+    Field(json_schema_extra={"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}),
+]
+
+
+class Strict(BaseModel):
+    """Strict types (no bool for an int, no string for a number), finite numbers, and no
+    unknown fields (a misspelt option is an error, not silently ignored)."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+
+class TextSpec(Strict):
     """A text query; "red car@0.3" as a plain string means the same."""
 
-    text: str
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    text: Text
+    threshold: Threshold | None = None
 
 
-class ExemplarSpec(BaseModel):
+class ExemplarSpec(Strict):
     """A box drawn on an image the server holds. Exemplars sharing a label are averaged."""
 
-    image_id: str
-    box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 in pixels")
-    label: str = "example"
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    image_id: Text
+    box: Annotated[list[float], Field(min_length=4, max_length=4)] = Field(
+        description="x0, y0, x1, y1 in pixels"
+    )
+    label: Text = "example"
+    threshold: Threshold | None = None
 
 
-class EmbeddingSpec(BaseModel):
-    """A query embedding from /v1/embed-query (or `owl embed-query`)."""
+class EmbeddingSpec(Strict):
+    """A query embedding from /v1/embed-query (or `owl embed-query`): the model's embed_dim
+    values."""
 
-    embedding: list[float]
-    label: str
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    embedding: Annotated[list[Float32], Field(min_length=1)]
+    label: Text
+    threshold: Threshold | None = None
     kind: Literal["image", "text"] = "image"
 
 
-class DetectOptions(BaseModel):
+class DetectOptions(Strict):
     """Queries and post-processing, as `owl detect` takes them."""
 
-    queries: list[str | TextSpec] = []
+    queries: list[Text | TextSpec] = []
     exemplars: list[ExemplarSpec] = []
     embeddings: list[EmbeddingSpec] = []
     method: Literal["auto", "iou", "objectness"] = "auto"
@@ -50,13 +118,13 @@ class DetectOptions(BaseModel):
     nms: bool | None = Field(None, description="null: on with image queries, off for text only")
     nms_iou: float = Field(0.3, ge=0.0, le=1.0)
     class_agnostic_nms: bool = False
-    max_detections: int = Field(100, ge=0, description="0: no limit")
+    max_detections: int = Field(100, ge=0, le=MAX_DETECTIONS, description="0: no limit")
 
 
 class RescoreRequest(DetectOptions):
     """New queries or thresholds for images sent before, by the ids the server returned."""
 
-    image_ids: list[str]
+    image_ids: list[Text]
     format: Literal["api", "json", "csv", "coco"] = Field(
         "api", description="api: the API answer; json, csv, coco: the file `owl detect -o` writes"
     )
@@ -65,17 +133,17 @@ class RescoreRequest(DetectOptions):
 class SearchRequest(DetectOptions):
     """Queries over the server's `owl index` collection (`owl serve --index PATH`)."""
 
-    top: int = Field(10, ge=1, description="how many images to return, best first")
-    negatives: list[str] = Field(
+    top: int = Field(10, ge=1, le=MAX_TOP, description="how many images to return, best first")
+    negatives: list[Text] = Field(
         [], description="text queries whose look-alikes are dropped (as `owl search`)"
     )
 
 
-class EmbedQueryRequest(BaseModel):
+class EmbedQueryRequest(Strict):
     """Exemplar boxes on images the server holds, averaged into one query embedding."""
 
-    exemplars: list[ExemplarSpec]
-    label: str = "example"
+    exemplars: Annotated[list[ExemplarSpec], Field(min_length=1)]
+    label: Text = "example"
     method: Literal["auto", "iou", "objectness"] = "auto"
 
 

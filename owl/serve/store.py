@@ -4,7 +4,8 @@ Rescoring needs only an image's encoding (boxes, class embeddings, head terms), 
 keeps that; the uploaded bytes stay in a private temporary folder, under a random id, only so
 that an exemplar box drawn on the image can be embedded. The least recently used image is
 dropped (encoding and file) when more than `capacity` are held, so memory and disk stay flat
-however long the server runs. Ids are random and never paths: no request names a file.
+however long the server runs. Ids are random and never paths: no request names a file. The store
+has its own lock, so requests use it without holding the model lock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 from owl.inference.detector import ImageEncoding
@@ -47,6 +49,7 @@ class ImageStore:
         self.capacity = capacity
         self.root = Path(tempfile.mkdtemp(prefix="owl-serve-"))
         self._items: collections.OrderedDict[str, StoredImage] = collections.OrderedDict()
+        self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -60,26 +63,30 @@ class ImageStore:
 
     def discard(self, image_id: str) -> None:
         """Removes an id's file (an upload that could not be used) and entry, if any."""
-        self._items.pop(image_id, None)
-        shutil.rmtree(self.root / image_id, ignore_errors=True)
+        with self._lock:
+            self._items.pop(image_id, None)
+            shutil.rmtree(self.root / image_id, ignore_errors=True)
 
     def put(self, item: StoredImage) -> None:
-        self._items[item.id] = item
-        self._items.move_to_end(item.id)
-        while len(self._items) > self.capacity:
-            oldest = next(iter(self._items))
-            self.discard(oldest)
+        with self._lock:
+            self._items[item.id] = item
+            self._items.move_to_end(item.id)
+            while len(self._items) > self.capacity:
+                oldest = next(iter(self._items))
+                self.discard(oldest)
 
     def get(self, image_id: str) -> StoredImage | None:
-        item = self._items.get(image_id)
-        if item is not None:
-            self._items.move_to_end(image_id)
-        return item
+        with self._lock:
+            item = self._items.get(image_id)
+            if item is not None:
+                self._items.move_to_end(image_id)
+            return item
 
     def public(self, message: str) -> str:
         """A message with the server's private paths replaced by the client's file names."""
         return re.sub(re.escape(str(self.root)) + r"/[0-9a-f]+/", "", message)
 
     def close(self) -> None:
-        self._items.clear()
+        with self._lock:
+            self._items.clear()
         shutil.rmtree(self.root, ignore_errors=True)

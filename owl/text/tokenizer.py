@@ -10,7 +10,9 @@ Ids are reproduced faithfully, with one deliberate difference on over-long queri
 code cuts `SOT + bpe + EOT` to 16 ids, which drops EOT when a query has more than 14 BPE tokens;
 the text tower then pools at SOT, and every such query collapses to one and the same embedding.
 Here a query that does not fit raises `QueryTooLongError`; `truncate=True` keeps the first
-`context_length - 2` BPE tokens and always ends with EOT.
+`context_length - 2` BPE tokens and always ends with EOT. `tokenize` stops reading a query after
+`context_length + 1` BPE tokens (all it needs to fill a row or know that the query does not fit),
+so a huge text costs its cleaning, not megabytes of byte-pair merging.
 
 Padding caveat: id 0 is both the padding id and the BPE id of "!" (the first byte token; a
 word-final "!" is the separate token "!</w>", id 256, but "!" inside a punctuation run such as
@@ -63,21 +65,37 @@ class QueryTooLongError(ValueError):
 
     Attributes:
       text: the query as given.
-      num_tokens: its number of BPE tokens (without SOT/EOT).
+      num_tokens: its number of BPE tokens (without SOT/EOT), or the number read before the
+        tokenizer stopped (then `exact` is False and the query has more).
       limit: the most BPE tokens that fit (`context_length - 2`).
+      exact: whether `num_tokens` is the whole count.
     """
 
-    def __init__(self, text: str, num_tokens: int, limit: int, index: int | None = None) -> None:
+    def __init__(
+        self,
+        text: str,
+        num_tokens: int,
+        limit: int,
+        index: int | None = None,
+        *,
+        exact: bool = True,
+    ) -> None:
         self.text = text
         self.num_tokens = num_tokens
         self.limit = limit
+        self.exact = exact
         shown = text if len(text) <= _MAX_QUERY_REPR else text[: _MAX_QUERY_REPR - 3] + "..."
         where = f"query {index} " if index is not None else "query "
         super().__init__(
-            f"{where}{shown!r} has {num_tokens} BPE tokens, but at most {limit} fit in the "
+            f"{where}{shown!r} has {self.count} BPE tokens, but at most {limit} fit in the "
             f"{limit + 2}-token text context (SOT + tokens + EOT); shorten it or pass "
             f"truncate=True to keep its first {limit} tokens."
         )
+
+    @property
+    def count(self) -> str:
+        """The token count as words: "15", or "more than 16" when the tokenizer stopped early."""
+        return str(self.num_tokens) if self.exact else f"more than {self.num_tokens - 1}"
 
 
 def byte_to_char() -> dict[int, str]:
@@ -182,18 +200,21 @@ class ClipTokenizer:
             word = merged
         return tuple(self._id_of[symbol] for symbol in word)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, *, max_tokens: int | None = None) -> list[int]:
         """Returns the BPE ids of `text` after CLIP cleaning, without SOT/EOT.
 
         A literal "<|startoftext|>" or "<|endoftext|>" in the text becomes that special id, as in
-        the original tokenizer.
+        the original tokenizer. With `max_tokens`, stops once that many ids are found and returns
+        the first `max_tokens` (the rest of the text is never split or merged).
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}: {text!r}")
         ids: list[int] = []
-        for token in _SPLIT_PATTERN.findall(clean_text(text)):
-            piece = "".join(self._byte_to_char[b] for b in token.encode("utf-8"))
+        for match in _SPLIT_PATTERN.finditer(clean_text(text)):
+            piece = "".join(self._byte_to_char[b] for b in match.group().encode("utf-8"))
             ids.extend(self._piece_ids(piece))
+            if max_tokens is not None and len(ids) >= max_tokens:
+                return ids[:max_tokens]
         return ids
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -250,13 +271,14 @@ class ClipTokenizer:
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"query {row} must be a str, got {type(text).__name__}: {text!r}")
-            ids = self.encode(text)
+            ids = self.encode(text, max_tokens=context_length + 1)
             if len(ids) > limit and truncate == "official":
                 out[row] = [SOT_ID, *ids[: context_length - 1]]
                 continue
             if len(ids) > limit:
                 if not truncate:
-                    raise QueryTooLongError(text, len(ids), limit, index=row)
+                    exact = len(ids) <= context_length  # else it stopped reading
+                    raise QueryTooLongError(text, len(ids), limit, index=row, exact=exact)
                 ids = ids[:limit]
             out[row, : len(ids) + 2] = [SOT_ID, *ids, EOT_ID]
         return out

@@ -309,7 +309,10 @@ def text_file(tmp_path) -> Path:
     [
         (["-q", ""], "--query '' is empty"),
         (["-q", "   "], "--query '   ' is empty"),
-        (["-q", "red " * 20], "has 20 tokens but at most 14 fit; shorten it or pass --truncate"),
+        (
+            ["-q", "red " * 20],
+            "has more than 16 tokens but at most 14 fit; shorten it or pass --truncate",
+        ),
         (["-q", "cat@2"], "query 'cat@2': threshold 2 is not in [0, 1]"),
         (["--query-image", "{a}", "--query-box", "0,0,81,10"], "a.png (80x60 px)"),
         (["--query-image", "{a}", "--query-box", "10,10,10,20"], "a.png has zero area"),

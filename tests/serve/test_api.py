@@ -3,20 +3,18 @@ detect, search over a tiny index, bad images and unknown ids get 4xx with the me
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import httpx
 import pytest
+from serving import EXAMPLE, call
 
 from owl.inference.detector import Detector
 from owl.search.index import Index
 from owl.serve.app import create_app
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples/shapes/images/000000.png"
 IMAGES = EXAMPLE.parent
-BASE = "http://127.0.0.1:8000"
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +23,6 @@ def app():
     application = create_app(detector, model_name="shapes-tiny", max_upload_bytes=1 << 20)
     yield application
     application.state.server.store.close()
-
-
-def call(app, method: str, path: str, **kwargs) -> httpx.Response:
-    async def go():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            return await client.request(method, path, **kwargs)
-
-    return asyncio.run(go())
 
 
 def detect(app, data: bytes, name: str = "000000.png", **fields) -> httpx.Response:
@@ -151,7 +140,7 @@ def test_search_ranks_the_image_with_the_red_circle_first_with_detect_s_records(
 
 def test_search_needs_a_query_and_an_index(app_with_index):
     r = call(app_with_index, "POST", "/v1/search", json={"queries": []})
-    assert r.status_code == 422 and "at least one query" in r.json()["error"]
+    assert r.status_code == 400 and "at least one query" in r.json()["error"]
     detector = app_with_index.state.server.detector
     plain = create_app(detector, model_name="shapes-tiny")
     r = call(plain, "POST", "/v1/search", json={"queries": ["red circle"]})

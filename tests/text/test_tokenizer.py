@@ -233,9 +233,27 @@ def test_over_long_query_message_shortens_huge_text():
     with pytest.raises(QueryTooLongError) as info:
         tokenize([text])
     message = str(info.value)
-    assert "has 400 BPE tokens" in message
+    assert "has more than 16 BPE tokens" in message  # it stopped reading after 17
+    assert (info.value.num_tokens, info.value.exact) == (17, False)
     assert "..." in message
     assert len(message) < 400
+
+
+def test_tokenize_stops_after_context_plus_one_tokens(monkeypatch):
+    """A huge query is never byte-pair merged past context_length + 1 tokens (issue 25: 30 MB
+    took 21 s and 2.27 GB): count the pieces the BPE step is asked for."""
+    tok = get_tokenizer()
+    seen: list[str] = []
+    merge = tok._piece_ids
+    monkeypatch.setattr(tok, "_piece_ids", lambda piece: seen.append(piece) or merge(piece))
+    text = "zebra " * 1_000_000  # one token per word
+    with pytest.raises(QueryTooLongError):
+        tok.tokenize([text])
+    assert len(seen) == 17
+    seen.clear()
+    first = tok.encode("a cat on a mat", max_tokens=3)
+    assert seen == ["a", "cat", "on"]
+    assert first == tok.encode("a cat on a mat")[:3] == [320, 2368, 525]
 
 
 def test_truncate_keeps_eot_at_last_position(hf_reference):
