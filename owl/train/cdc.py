@@ -141,11 +141,11 @@ def make_cdc_step(module: OwlViT, loss_config: LossConfig, lr: float) -> Any:
 
         def one(lg, bx, labels, tboxes, tmask):
             m = hungarian_matcher(
-                pred_logits=lg[None], pred_boxes=bx[None], target_labels=labels[None],
-                target_boxes=tboxes[None], target_mask=tmask[None], focal_alpha=c.focal_alpha,
-                focal_gamma=c.focal_gamma, cost_class=c.cost_class, cost_bbox=c.cost_bbox,
-                cost_giou=c.cost_giou,
+                pred_logits=lg, pred_boxes=bx, target_labels=labels, target_boxes=tboxes,
+                target_mask=tmask, focal_alpha=c.focal_alpha, focal_gamma=c.focal_gamma,
+                cost_class=c.cost_class, cost_bbox=c.cost_bbox, cost_giou=c.cost_giou,
             )  # fmt: skip
+            m = jax.tree_util.tree_map(lambda x: x[None], m)
             out = detection_losses(
                 pred_logits=lg[None], pred_boxes=bx[None], target_labels=labels[None],
                 target_boxes=tboxes[None], target_mask=tmask[None], matches=m,

@@ -57,17 +57,19 @@ def build_loaders(
     if d.kind != "coco":
         raise TrainingError(f"data.kind must be 'coco' or 'synthetic', got {d.kind!r}")
     from owl.data.coco import load_detection_dataset
+    from owl.data.formats import load_dataset
     from owl.data.pipeline import build_train_loader
 
-    if not d.train_annotations or not d.train_images:
+    if not d.train_annotations:
         raise TrainingError(
             "data.train_annotations and data.train_images must name the training set "
             "(--set data.train_annotations=PATH.json --set data.train_images=DIR)"
         )
     removed = tuple(d.remove_categories)
     loader_kw = dict(common, num_negatives=int(d.num_negatives), worker_count=int(d.workers))
-    train_set = load_detection_dataset(
-        d.train_annotations, d.train_images, remove_categories=removed, log=pid == 0
+    # COCO, YOLO or VOC (`owl.data.formats`): a COCO JSON with its image folder, or a folder.
+    train_set, _ = load_dataset(
+        d.train_annotations, d.train_images or None, remove_categories=removed, log=pid == 0
     )
     train = build_train_loader(
         train_set,
