@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("owl.cli.eval", "eval_cmd"),
     "export": ("owl.cli.export", "export"),
     "train": ("owl.cli.train", "train"),
+    "ensemble": ("owl.cli.ensemble", "ensemble"),
     "pretrain": ("owl.cli.pretrain", "pretrain"),
     "shapes": ("owl.cli.shapes", "shapes"),
     "index": ("owl.cli.index", "index"),

@@ -11,12 +11,32 @@ from pathlib import Path
 
 import click
 
-from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra
 from owl.train.config import ConfigError, load_config, resolve_config
 
 
 @click.command("train", epilog=EXIT_CODES_HELP)
-@config_option
+@click.option(
+    "--config",
+    "config_spec",
+    default=None,
+    metavar="NAME|FILE",
+    help="Training config: a recipe name (see --help of `owl train --config x`) or a Python file "
+    "with get_config(). Required unless --data is given.",
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Front door: a COCO, YOLO or VOC data set to adapt --model to (owl/configs/adapt.py).",
+)
+@click.option("--model", "model_name", default=None, help="Front door: the starting model.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Front door: where to write the adapted model (.safetensors; CDC's pick).",
+)
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -60,6 +80,9 @@ def train(
     num_processes: int | None,
     process_id: int | None,
     print_config: bool,
+    data: Path | None,
+    model_name: str | None,
+    out: Path | None,
 ) -> None:
     """Train or fine-tune a detector as a config file describes.
 
@@ -76,11 +99,17 @@ def train(
       owl train --config finetune_owlvit_b32 --workdir runs/b32 --resume
       owl train --config my_recipe.py --workdir runs/mine
       owl train --config train_tiny --set optim.lr=1e-3 --print-config
+      owl train --data mydata/ --model owlv2-b16 --out mine.safetensors
     """
-    try:
-        config = load_config(resolve_config(config_spec), overrides)
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+    if data is not None:
+        config, workdir = _front_door(data, model_name, out, workdir, config_spec, overrides)
+    elif config_spec is None:
+        raise UsageFailure("give --config NAME|FILE, or --data PATH --model NAME --out FILE")
+    else:
+        try:
+            config = load_config(resolve_config(config_spec), overrides)
+        except ConfigError as e:
+            raise click.UsageError(str(e)) from None
     if print_config:
         click.echo(config)
         return
@@ -119,3 +148,32 @@ def train(
     if jax.process_index() == 0:
         step = int(state.step.addressable_data(0))
         click.echo(f"trained to step {step}; wrote {workdir / MODEL_FILE}", err=True)
+        if out is not None:
+            import shutil
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(workdir / MODEL_FILE, out)
+            click.echo(f"wrote {out} (the model of CDC's step; see {workdir})", err=True)
+
+
+def _front_door(data, model_name, out, workdir, config_spec, overrides):
+    """`--data/--model/--out`: the adapt recipe's config, every default printed; the run folder."""
+    if not model_name or out is None:
+        raise UsageFailure("--data needs --model NAME and --out FILE.safetensors")
+    from owl.train.adapt import AdaptError, front_door
+
+    try:
+        config, defaults = front_door(
+            str(data), model_name, config_spec=config_spec, overrides=overrides
+        )
+    except AdaptError as e:
+        raise UsageFailure(str(e)) from None
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - a dataset reader's error: one line, exit 2
+        raise UsageFailure(f"--data {data}: {e}") from None
+    for key, value, why in defaults:
+        click.echo(f"default {key} = {value}  ({why})", err=True)
+    if overrides:
+        click.echo(f"overridden by --set: {', '.join(overrides)}", err=True)
+    return config, workdir or out.with_name(out.stem + ".run")

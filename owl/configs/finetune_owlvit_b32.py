@@ -80,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.text_lr = 2e-6  # the text tower (backbone/clip/text/.*)
     c.optim.freeze_text = False  # True: the text tower gets no updates
     c.optim.text_regex = r"backbone/clip/text/.*"
+    c.optim.freeze_regex = ""  # parameter paths that get no updates ("backbone/.*": heads only)
     c.optim.warmup_steps = 1000
     c.optim.clip = "per_example"  # "per_example", "global" or "none"
     c.optim.clip_norm = 1.0
@@ -101,6 +102,20 @@ def get_config() -> ml_collections.ConfigDict:
     # Encode each distinct query text once per step and device instead of once per image row
     # (same loss; needs optim.clip != "per_example", so off in the official recipe).
     c.train.dedup_queries = False
+    # The model written at the end: w * trained + (1 - w) * the starting weights (WiSE-FT).
+    c.train.ensemble_weight = 1.0
+
+    # Early stopping without a validation set (owl.train.stopping, docs/adapt.md): two seeded
+    # instances of the last linear maps; stop when their cosine distance grows again, and keep
+    # the model of its minimum as model.safetensors.
+    c.cdc = ml_collections.ConfigDict()
+    c.cdc.enabled = False
+    c.cdc.lr = 1e-3  # Adam rate of the two head instances
+    c.cdc.patience = 50  # steps above (1 + tol) * minimum before stopping
+    c.cdc.tol = 0.02
+    c.cdc.smoothing = 0.9  # EMA of the distance
+    c.cdc.min_steps = 0  # never stop before this step
+    c.cdc.seed = 0  # instance seeds (seed, seed + 1) and the split of images between them
 
     # Validation: loss on data.eval_* (and AP through owl eval) every `every` steps and at the end.
     c.eval = ml_collections.ConfigDict()
@@ -112,4 +127,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.ap_prompts = "ensemble"
     c.eval.ap_top_k = 300
     c.eval.ap_resize = "tf"
+    # Ordinary early stopping on the validation loss: stop after this many evaluations without
+    # improvement (0: never); model.safetensors is the model of the step it stopped at.
+    c.eval.patience = 0
     return c

@@ -14,6 +14,10 @@ together with what training needs to build per-image query sets (spec §5.2):
   to how often they occur as box labels in the dataset, which is what the official 100k shuffle
   queue of seen labels approximates. A draw is deterministic given a numpy Generator.
 
+`write_coco_instances` is the writer: examples -> a COCO instances JSON, with a ``score`` per box
+for pseudo-labels (`Example.scores`, read back from that field; ``min_score`` drops the low ones).
+`owl.data.formats` detects and dispatches between this, YOLO and Pascal VOC.
+
 ``remove_categories`` implements the zero-shot hygiene of spec §5.5: instances of those classes are
 dropped (the objects stay in the pixels, unlabelled) and the names are never used as positives or
 negatives.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import os
@@ -41,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from owl.data.annotations import detect_format, load_json
+from owl.files import atomic_write
 from owl.text.prompts import canonicalize
 
 logger = logging.getLogger(__name__)
@@ -62,6 +68,7 @@ PROBLEMS: dict[str, str] = {
     "degenerate_box": "boxes with width or height <= 0 (dropped)",
     "box_outside_image": "boxes entirely outside their image (dropped)",
     "box_clipped": "boxes partly outside their image (clipped to it)",
+    "missing_label_file": "images without a label file (read as images with no objects)",
 }
 
 
@@ -82,7 +89,10 @@ class Example:
         labels: N canonicalised class names, one per box.
         negatives: canonicalised class names verified absent (LVIS ``neg_category_ids``).
         not_exhaustive: canonicalised names of classes whose boxes may be incomplete (LVIS
-            ``not_exhaustive_category_ids``); kept for reference, unused by the loss (spec §5.2).
+            ``not_exhaustive_category_ids``, or pseudo-labels dropped by ``min_score``): never
+            negatives of this image, else unused by the loss (spec §5.2).
+        scores: float32 [N] confidence of each box for pseudo-labels (a COCO ``score`` field,
+            as `owl label` writes), or None for human labels.
     """
 
     image_path: str
@@ -93,6 +103,7 @@ class Example:
     labels: tuple[str, ...]
     negatives: tuple[str, ...] = ()
     not_exhaustive: tuple[str, ...] = ()
+    scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
@@ -101,6 +112,14 @@ class Example:
                 f"{self.image_path}: {len(boxes)} boxes but {len(self.labels)} labels; "
                 "give one label per box."
             )
+        if self.scores is not None:
+            scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+            if len(scores) != len(boxes):
+                raise ValueError(
+                    f"{self.image_path}: {len(boxes)} boxes but {len(scores)} scores; "
+                    "give one score per box or none."
+                )
+            object.__setattr__(self, "scores", scores)
         object.__setattr__(self, "boxes", boxes)
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "negatives", tuple(self.negatives))
@@ -118,6 +137,7 @@ class DatasetReport:
         num_examples: usable images kept as examples.
         num_instances: boxes kept.
         num_removed_instances: boxes dropped because their class is in ``remove_categories``.
+        num_low_score: pseudo-label boxes dropped because their score is below ``min_score``.
         removed_names: canonical class names removed by ``remove_categories``.
         unmatched_removals: ``remove_categories`` names that match no class of the dataset.
         counts: problem kind (see `PROBLEMS`) -> how many times it occurred.
@@ -130,6 +150,7 @@ class DatasetReport:
     num_examples: int = 0
     num_instances: int = 0
     num_removed_instances: int = 0
+    num_low_score: int = 0
     removed_names: tuple[str, ...] = ()
     unmatched_removals: tuple[str, ...] = ()
     counts: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -160,6 +181,8 @@ class DatasetReport:
                 f" Removed {len(self.removed_names)} categories by request "
                 f"({self.num_removed_instances} boxes dropped)."
             )
+        if self.num_low_score:
+            text += f" Dropped {self.num_low_score} pseudo-label boxes below min_score."
         if self.unmatched_removals:
             shown = ", ".join(repr(n) for n in self.unmatched_removals[:5])
             text += f" Names to remove not in the dataset (ignored): {shown}."
@@ -312,9 +335,9 @@ class DetectionDataset(Sequence[Example]):
         """The negatives an example carries before random ones are added.
 
         Annotated negatives, plus (for exhaustive datasets) every class the image does not contain;
-        never a positive of the image nor a removed class.
+        never a positive of the image, one of its not-exhaustive classes, nor a removed class.
         """
-        positives = set(example.labels)
+        positives = set(example.labels) | set(example.not_exhaustive)
         names = list(example.negatives)
         if self.exhaustive:
             names += self.class_names
@@ -333,6 +356,7 @@ def load_detection_dataset(
     *,
     exhaustive: bool | None = None,
     remove_categories: Iterable[str | int] = (),
+    min_score: float = 0.0,
     log: bool = True,
 ) -> DetectionDataset:
     """Reads a COCO- or LVIS-format dataset into training examples.
@@ -348,6 +372,9 @@ def load_detection_dataset(
         remove_categories: category ids or names (raw or canonical) to remove: their boxes are
             dropped and their names never become queries. Names the dataset does not have are
             ignored (listed in the report); unknown ids raise.
+        min_score: pseudo-labels (annotations with a ``score``, as `owl label` writes) below
+            this are dropped; their class is then never a negative of that image (the object
+            is still in the pixels). Annotations without a score count as 1.
         log: log the report's summary once (a warning when there were problems).
 
     Returns:
@@ -382,10 +409,11 @@ def load_detection_dataset(
         exhaustive = detect_format(data) == "coco"
 
     images = _read_images(data["images"], image_dir, report)
-    per_image: dict[int, tuple[list[list[float]], list[str]]] = {i: ([], []) for i in images}
+    per_image: dict[int, _ImageBoxes] = {i: _ImageBoxes() for i in images}
     category_ids = {c.get("id") for c in data["categories"] if isinstance(c, Mapping)}
     for ann in data["annotations"]:
         _add_annotation(ann, images, per_image, names_by_id, category_ids, removed_names, report)
+    scored = any(isinstance(a, Mapping) and "score" in a for a in data["annotations"])
 
     def names_of(ids: Any) -> tuple[str, ...]:
         if not isinstance(ids, list):
@@ -395,17 +423,23 @@ def load_detection_dataset(
 
     examples = []
     for image_id, entry in images.items():
-        boxes, labels = per_image[image_id]
+        kept = per_image[image_id]
+        keep = [i for i, score in enumerate(kept.scores) if score >= min_score]
+        low = tuple(dict.fromkeys(kept.labels[i] for i in range(len(kept.labels)) if i not in keep))
+        report.num_low_score += len(kept.labels) - len(keep)
         examples.append(
             Example(
                 image_path=entry["path"],
                 image_id=image_id,
                 width=entry["width"],
                 height=entry["height"],
-                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                labels=tuple(labels),
+                boxes=np.asarray([kept.boxes[i] for i in keep], dtype=np.float32).reshape(-1, 4),
+                labels=tuple(kept.labels[i] for i in keep),
                 negatives=names_of(entry["raw"].get("neg_category_ids")),
-                not_exhaustive=names_of(entry["raw"].get("not_exhaustive_category_ids")),
+                not_exhaustive=tuple(
+                    dict.fromkeys(names_of(entry["raw"].get("not_exhaustive_category_ids")) + low)
+                ),
+                scores=np.asarray([kept.scores[i] for i in keep], np.float32) if scored else None,
             )
         )
     report.num_examples = len(examples)
@@ -548,10 +582,19 @@ def _read_images(
     return images
 
 
+@dataclasses.dataclass
+class _ImageBoxes:
+    """The boxes of one image while annotations are read."""
+
+    boxes: list[list[float]] = dataclasses.field(default_factory=list)
+    labels: list[str] = dataclasses.field(default_factory=list)
+    scores: list[float] = dataclasses.field(default_factory=list)
+
+
 def _add_annotation(
     ann: Any,
     images: Mapping[int, Mapping[str, Any]],
-    per_image: dict[int, tuple[list[list[float]], list[str]]],
+    per_image: dict[int, _ImageBoxes],
     names_by_id: Mapping[int, str],
     category_ids: set,
     removed_names: set[str],
@@ -600,6 +643,84 @@ def _add_annotation(
         return
     if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
         report.add("box_clipped", f"{where} bbox {list(box)} in {width}x{height}")
-    boxes, labels = per_image[image_id]
-    boxes.append([cx0, cy0, cx1, cy1])
-    labels.append(name)
+    score = ann.get("score", 1.0)
+    if not (isinstance(score, int | float) and math.isfinite(score)):
+        report.add("malformed_annotation", f"{where} score {score!r}")
+        return
+    kept = per_image[image_id]
+    kept.boxes.append([cx0, cy0, cx1, cy1])
+    kept.labels.append(name)
+    kept.scores.append(float(score))
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def relative_image_name(example: Example, images_dir: str | os.PathLike) -> str:
+    """The example's image path relative to ``images_dir``, with "/" separators.
+
+    Raises:
+        ValueError: the image is not inside ``images_dir``.
+    """
+    root = Path(os.path.abspath(images_dir))
+    path = Path(os.path.abspath(example.image_path))
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        raise ValueError(
+            f"{example.image_path} is not inside the images folder {images_dir}; place the "
+            "images there first (owl.data.formats.place_images)"
+        ) from None
+
+
+def write_coco_instances(
+    path: str | os.PathLike,
+    examples: Sequence[Example],
+    class_names: Sequence[str],
+    *,
+    images_dir: str | os.PathLike,
+) -> Path:
+    """Writes examples as a COCO instances (dataset) JSON, atomically.
+
+    Images get ``id`` (the example's ``image_id``), ``file_name`` (relative to ``images_dir``,
+    the folder to pass to `load_detection_dataset`), ``width`` and ``height``; categories are
+    ``class_names`` with ids 1..C in that order; annotations ``bbox`` [x, y, w, h] in pixels,
+    ``area`` w * h, ``iscrowd`` 0 and, for examples that carry scores (pseudo-labels), ``score``.
+
+    Raises:
+        ValueError: an example's label is not in ``class_names``, or its image is outside
+            ``images_dir``.
+    """
+    ids = {name: i + 1 for i, name in enumerate(class_names)}
+    images, annotations = [], []
+    for ex in examples:
+        images.append(
+            {
+                "id": int(ex.image_id),
+                "file_name": relative_image_name(ex, images_dir),
+                "width": int(ex.width),
+                "height": int(ex.height),
+            }
+        )
+        for k, (box, label) in enumerate(zip(ex.boxes.tolist(), ex.labels, strict=True)):
+            if label not in ids:
+                raise ValueError(f"{ex.image_path}: label {label!r} is not in the class names")
+            x0, y0, x1, y1 = box
+            ann = {
+                "id": len(annotations) + 1,
+                "image_id": int(ex.image_id),
+                "category_id": ids[label],
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "area": (x1 - x0) * (y1 - y0),
+                "iscrowd": 0,
+            }
+            if ex.scores is not None:
+                ann["score"] = float(ex.scores[k])
+            annotations.append(ann)
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
+    data = {"images": images, "annotations": annotations, "categories": categories}
+    with atomic_write(path) as f:
+        json.dump(data, f)
+        f.write("\n")
+    return Path(path)

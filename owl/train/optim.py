@@ -81,10 +81,24 @@ def param_groups(params: Any, text_regex: str = TEXT_TOWER_REGEX) -> Any:
     )
 
 
-def trainable_mask(params: Any, *, freeze_text: bool, text_regex: str = TEXT_TOWER_REGEX) -> Any:
-    """A tree of bools like ``params``: False for frozen leaves (the text tower when frozen)."""
+def trainable_mask(
+    params: Any, *, freeze_text: bool, text_regex: str = TEXT_TOWER_REGEX, freeze_regex: str = ""
+) -> Any:
+    """A tree of bools like ``params``: False for frozen leaves.
+
+    Frozen: the text tower when ``freeze_text``, and every leaf whose path fully matches
+    ``freeze_regex`` ("backbone/.*" trains the heads only). The train step forms no gradient for
+    them, so they get zero updates and Adam leaves them where they are.
+    """
     groups = param_groups(params, text_regex)
-    return jax.tree_util.tree_map(lambda g: not (freeze_text and g == TEXT_GROUP), groups)
+    frozen = re.compile(freeze_regex) if freeze_regex else None
+
+    def keep(path: tuple[Any, ...], group: str) -> bool:
+        if freeze_text and group == TEXT_GROUP:
+            return False
+        return not (frozen and frozen.fullmatch(param_path(path)))
+
+    return jax.tree_util.tree_map_with_path(keep, groups)
 
 
 def make_optimizer(
@@ -101,6 +115,7 @@ def make_optimizer(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     text_regex: str = TEXT_TOWER_REGEX,
+    freeze_regex: str = "",
 ) -> optax.GradientTransformation:
     """The optax chain: [global clipping] -> per group: Adam [-> + wd * w] -> -lr(t).
 
@@ -119,6 +134,9 @@ def make_optimizer(
         kernels only (leaves with 2 or more axes), never on biases, scales and scalars. The
         detector recipe uses none; contrastive pretraining does.
       text_regex: which parameter paths form the text group.
+      freeze_regex: accepted so that one set of settings builds both this and
+        `trainable_mask`; those leaves get no gradient from the train step, so Adam's update
+        for them is exactly zero.
 
     Raises:
       ValueError: an unknown clip mode or a negative learning rate.
