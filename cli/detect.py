@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from owl.cli.detect_video import VideoRun, check_video_run, run_videos, split_videos, video_options
+from owl.cli.detect_video import (
+    VideoRun,
+    check_video_run,
+    query_video_frames,
+    run_videos,
+    split_videos,
+    video_options,
+)
 from owl.cli.options import (
     EXIT_CODES_HELP,
     backend_option,
@@ -59,6 +66,7 @@ Examples:
   owl detect big.tif -q ship --max-image-pixels 0 --batch-size 8 --max-detections 20 \\
       --output ships.csv
   owl detect clip.mp4 -q "red car" --track --fps 5 -o tracks.jsonl --save-dir drawn/
+  owl detect clip.mp4 --query-video clip.mp4 --query-frame 2.5 --query-box 10,20,60,80 --track
   owl detect a.jpg -q "a very long description of a small red vintage car parked by a \\
       fence" --truncate-long-queries
 
@@ -193,6 +201,8 @@ def detect(
     end: float | None,
     track: bool,
     tracker: str,
+    query_videos: tuple[str, ...],
+    query_frames: tuple[float, ...],
     save_frames: bool,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
@@ -229,6 +239,7 @@ def detect(
     video_run = VideoRun(stride, sample_fps, start, end, track, tracker, save_frames)
     check_video_run(video_run, videos, paths, fmt, save_dir)
 
+    query_images += tuple(query_video_frames(query_videos, query_frames))  # exemplars from videos
     request, embedding_files = collect_queries(
         queries, queries_file, query_images, query_boxes, query_labels, query_method,
         query_embeddings,

@@ -64,9 +64,27 @@ def video_options(f: F) -> F:
         click.option(
             "--tracker",
             type=click.Choice(["bytetrack", "ocsort", "botsort"]),
-            default="bytetrack",
+            default="botsort",
             show_default=True,
             help="Videos: the tracking algorithm (from the `trackers` package).",
+        ),
+        click.option(
+            "--query-video",
+            "query_videos",
+            multiple=True,
+            metavar="VIDEO",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Exemplars from a video: the frame at --query-frame is used as a --query-image "
+            "(with --query-box on it; label: the video's file stem). Repeatable, paired with "
+            "--query-frame in order.",
+        ),
+        click.option(
+            "--query-frame",
+            "query_frames",
+            multiple=True,
+            type=click.FloatRange(min=0),
+            metavar="SECONDS",
+            help="The time of --query-video's exemplar frame.",
         ),
         click.option(
             "--save-frames",
@@ -89,6 +107,43 @@ class VideoRun:
     track: bool
     tracker: str
     save_frames: bool
+
+
+def query_video_frames(videos: Sequence[str], times: Sequence[float]) -> list[str]:
+    """Writes each --query-video frame as a PNG in a folder removed when the command ends.
+
+    Returns the PNG paths, named after the videos' stems (the exemplars' default labels).
+    Problems are usage errors (exit 2), like an unreadable --query-image.
+    """
+    import tempfile
+
+    if len(videos) != len(times):
+        raise click.UsageError(
+            f"got {len(videos)} --query-video and {len(times)} --query-frame; give one time "
+            "per video"
+        )
+    if not videos:
+        return []
+    check_extra("detect", "video", VIDEO_EXTRA_MODULES, "video")
+    from PIL import Image
+
+    from owl.video.reader import FrameSelection, VideoError, iter_frames
+
+    folder = tempfile.TemporaryDirectory(prefix="owl-query-video-")
+    click.get_current_context().call_on_close(folder.cleanup)
+    out = []
+    for n, (video, t) in enumerate(zip(videos, times, strict=True)):
+        try:
+            frame = next(iter(iter_frames(video, FrameSelection(start=t))), None)
+        except VideoError as e:
+            raise click.UsageError(f"--query-video {e}") from None
+        if frame is None:
+            raise click.UsageError(f"--query-video {video}: no frame at or after {t:g} s")
+        path = Path(folder.name) / str(n) / f"{Path(video).stem}.png"
+        path.parent.mkdir()
+        Image.fromarray(frame.image).save(path)
+        out.append(str(path))
+    return out
 
 
 def split_videos(paths: Sequence[str]) -> tuple[list[str], list[str]]:

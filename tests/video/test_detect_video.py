@@ -130,3 +130,25 @@ def test_video_options_without_video_are_usage_errors(tmp_path):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
     result = run([str(tmp_path / "a.png"), "-q", "x", "--track"])
     assert result.exit_code == 2 and "applies to video files" in result.output
+
+
+def test_query_video_exemplar_equals_the_same_frame_as_query_image(tmp_path, shapes_clip):
+    video, gt, _ = shapes_clip
+    rows = np.loadtxt(gt, delimiter=",", ndmin=2)
+    x, y, w, h = rows[(rows[:, 0] == 11) & (rows[:, 1] == 1)][0, 2:6]  # object 1 at 1.0 s
+    box = f"{x},{y},{x + w},{y + h}"
+    [frame] = [f for f in iter_frames(video) if f.index == 10]
+    png = tmp_path / "video.png"
+    Image.fromarray(frame.image).save(png)
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    common = [str(video), "--query-box", box, "--end", "2"]
+    ra = run([*common, "--query-video", str(video), "--query-frame", "1.0", "-o", str(a)])
+    rb = run([*common, "--query-image", str(png), "-o", str(b)])
+    assert ra.exit_code == 0 and rb.exit_code == 0, ra.output + rb.output
+    assert a.read_text() == b.read_text()
+    at_1s = json.loads(a.read_text().splitlines()[10])
+    assert at_1s["frame"] == 10 and at_1s["detections"][0]["label"] == "video"
+    best = np.array(at_1s["detections"][0]["box"])
+    inter = np.clip(np.minimum(best[2:], [x + w, y + h]) - np.maximum(best[:2], [x, y]), 0, None)
+    iou = inter.prod() / ((best[2:] - best[:2]).prod() + w * h - inter.prod())
+    assert iou > 0.5  # the exemplar finds its own object in its own frame
