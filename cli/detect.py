@@ -16,6 +16,14 @@ from typing import TYPE_CHECKING
 
 import click
 
+from owl.cli.detect_video import (
+    VideoRun,
+    check_video_run,
+    query_video_frames,
+    run_videos,
+    split_videos,
+    video_options,
+)
 from owl.cli.options import (
     EXIT_CODES_HELP,
     backend_option,
@@ -57,6 +65,8 @@ Examples:
   owl detect a.jpg -q person --model owlvit-b32 --threshold 0.2 --multi-label --quiet
   owl detect big.tif -q ship --max-image-pixels 0 --batch-size 8 --max-detections 20 \\
       --output ships.csv
+  owl detect clip.mp4 -q "red car" --track --fps 5 -o tracks.jsonl --save-dir drawn/
+  owl detect clip.mp4 --query-video clip.mp4 --query-frame 2.5 --query-box 10,20,60,80 --track
   owl detect a.jpg -q "a very long description of a small red vintage car parked by a \\
       fence" --truncate-long-queries
 
@@ -157,6 +167,7 @@ Examples:
 @max_pixels_option
 @truncate_option
 @precision_option
+@video_options
 def detect(
     images: tuple[str, ...],
     queries: tuple[str, ...],
@@ -184,11 +195,21 @@ def detect(
     truncate_long_queries: bool,
     precision: str,
     backend: str,
+    stride: int | None,
+    sample_fps: float | None,
+    start: float,
+    end: float | None,
+    track: bool,
+    tracker: str,
+    query_videos: tuple[str, ...],
+    query_frames: tuple[float, ...],
+    save_frames: bool,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
     IMAGES are files, folders (add --recursive for subfolders), glob patterns ("**" crosses
     folders) and http(s) URLs (fetched first: at most 64 MiB, 30 s without an answer).
+    Video files (mp4, mov, mkv, webm, avi) are detected frame by frame (docs/video.md).
     Queries: --query / --queries-file (text), --query-image with --query-box (exemplars),
     --query-embedding (from `owl embed-query`); they can be mixed. Each query is
     scored on its own (sigmoid), so scores of different queries are not a distribution.
@@ -214,7 +235,11 @@ def detect(
     if not paths:
         raise click.UsageError("no images given; pass image files, folders or glob patterns")
     total = len(paths)
+    videos, paths = split_videos(paths)  # videos go to owl.cli.detect_video, after the images
+    video_run = VideoRun(stride, sample_fps, start, end, track, tracker, save_frames)
+    check_video_run(video_run, videos, paths, fmt, save_dir)
 
+    query_images += tuple(query_video_frames(query_videos, query_frames))  # exemplars from videos
     request, embedding_files = collect_queries(
         queries, queries_file, query_images, query_boxes, query_labels, query_method,
         query_embeddings,
@@ -290,11 +315,19 @@ def detect(
             if error is not None:
                 failures.append(error)
     bar.close()
+    if videos:
+        failures += run_videos(
+            detector, query_set, videos, video_run, output=output, save_dir=save_dir,
+            quiet=quiet, detect_options=dict(
+                threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
+                class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
+            ), counts=counts,
+        )  # fmt: skip
 
     # -- outputs, summary, failures ------------------------------------------------------------
-    if output is not None and not to_stdout and paths and not done:
+    if output is not None and not videos and not to_stdout and paths and not done:
         write_line(f"{output} not written: no image could be read", err=True)
-    elif output is not None:
+    elif output is not None and not videos:
         from owl.inference.outputs import write_coco, write_csv, write_json
 
         results = [d for _, d in done]
@@ -314,11 +347,15 @@ def detect(
         write_line(f"wrote drawn images to {save_dir}", err=True)
     if not quiet:
         thresholds = [threshold if t is None else t for t in query_set.thresholds]
+        summary = _summary(len(done), len(paths) - len(done), query_set.labels,
+                           thresholds, counts)  # fmt: skip
+        if videos and not paths:  # the images line is about no image; the per-query counts stay
+            summary = summary.split("\n", 1)[1]
         write_line(
-            _summary(len(done), total - len(done), query_set.labels, thresholds, counts),
+            summary,
             err=True,
         )
-    report_failures(failures, total)
+    report_failures(failures, total, noun="input" if videos else "image")
 
 
 def _fetch_urls(paths: Sequence[str]) -> tuple[list[str], dict[int, str]]:
@@ -359,10 +396,12 @@ def _output_format(output: Path | None, output_format: str | None, to_stdout: bo
     if to_stdout:
         return output_format or "json"
     name = output.name.lower()
+    if name.endswith((".jsonl", ".mot.txt")):  # video outputs (owl.video.outputs)
+        return "jsonl" if name.endswith(".jsonl") else "mot"
     if not name.endswith(OUTPUT_SUFFIXES):
         raise click.UsageError(
-            f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json, "
-            "or pass - for stdout"
+            f"--output {output}: unknown format; name the file *.json, *.csv or *.coco.json "
+            "(videos: *.jsonl, *.mot.txt, *.csv), or pass - for stdout"
         )
     fmt = "coco" if name.endswith(".coco.json") else "csv" if name.endswith(".csv") else "json"
     if output_format is not None and output_format != fmt:

@@ -88,6 +88,11 @@ Examples:
     help="This process's shard, 0 to --num-shards - 1 [default: $OWL_PROCESS_ID, else 0].",
 )  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar or summary (failures still show).")
+@click.option(
+    "--every", default="1s", show_default=True, metavar="TIME",
+    help="Videos (mp4, mov, mkv, webm, avi): index one frame every TIME (\"1s\", \"0.5s\"); "
+    "results name the video and the time, as clip.mp4#t=4.000.",
+)  # fmt: skip
 @max_pixels_option
 def index(
     images: tuple[str, ...],
@@ -102,6 +107,7 @@ def index(
     num_shards: int | None,
     shard_index: int | None,
     quiet: bool,
+    every: str,
     max_image_pixels: int,
 ) -> None:
     """Encode images once into an index that `owl search` searches by text or by example.
@@ -130,6 +136,17 @@ def index(
         raise click.UsageError("no images given; pass image files, folders or glob patterns")
     if any(p.startswith(("http://", "https://")) for p in paths):
         raise click.UsageError("owl index takes local files only; download the images first")
+    from owl.cli.detect_video import split_videos
+
+    videos, paths = split_videos(paths)
+    if videos:
+        from owl.video.index import parse_every
+
+        check_extra("index", "video", ("av",), "video")
+        try:
+            every_s = parse_every(every)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
     vocabulary: list[str] = []
     if rank_vocabulary is not None:
         lines = Path(rank_vocabulary).read_text(encoding="utf-8").splitlines()
@@ -147,6 +164,7 @@ def index(
             paths, num_shards=num_shards, shard_index=shard_index, on_progress=bar.update
         )
         bar.close()
+        video_frames = _index_videos(idx, videos, every_s, report, quiet) if videos else 0
         pruned = idx.prune(num_shards=num_shards, shard_index=shard_index) if prune else []
         total = len(idx)
     if not quiet:
@@ -158,10 +176,29 @@ def index(
             f"indexed {len(paths) - report.skipped_other_shards} image(s){shard}: "
             f"{report.encoded} encoded, {report.copied} copied (same content), "
             f"{report.unchanged} unchanged, {len(report.failures)} failed, {len(pruned)} pruned; "
-            f"{index_path} holds {total} image(s), {size / 2**20:.1f} MiB",
+            + (f"{len(videos)} video(s): {video_frames} frames indexed; " if videos else "")
+            + f"{index_path} holds {total} image(s), {size / 2**20:.1f} MiB",
             err=True,
         )
-    report_failures(report.failures, len(paths) - report.skipped_other_shards)
+    report_failures(report.failures, len(paths) + len(videos) - report.skipped_other_shards)
+
+
+def _index_videos(idx, videos, every: float, report, quiet: bool) -> int:
+    """Indexes each video's frames (`owl.video.index`); failures join the report's."""
+    from owl.video.index import index_video
+
+    total = 0
+    for video in videos:
+        bar = progress_bar(0, quiet=quiet, unit="frame")
+        count, error = index_video(idx, video, every, on_frame=bar.update)
+        bar.close()
+        if error is not None:
+            report.failures.append(error)
+        if count < 0:
+            report.unchanged += 1
+        else:
+            total += count
+    return total
 
 
 def open_index(path: Path, model, *, create: bool, **options):

@@ -12,7 +12,8 @@ Image expansion rules (`expand_images`):
   * an existing file is taken as given, whatever its suffix (the loader reports a non-image);
   * a path that does not exist and has no glob characters is also kept, so that the detector
     reports it as a failed image and the rest of the batch goes on;
-  * a folder gives its image files (suffix in `IMAGE_SUFFIXES`, any case), not its subfolders
+  * a folder gives its image files (suffix in `IMAGE_SUFFIXES`, any case) and video files
+    (`owl.video.reader.VIDEO_SUFFIXES`), not its subfolders
     unless `recursive=True`; hidden files and folders (".name") are skipped;
   * a glob pattern ("photos/*.jpg", "data/**/*.png") gives the matching image files; "**" always
     crosses folders;
@@ -61,6 +62,13 @@ class InputError(ValueError):
 def is_image_name(path: str | os.PathLike) -> bool:
     """Whether the file name ends in one of `IMAGE_SUFFIXES` (case-insensitive)."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _is_input_name(path: str | os.PathLike) -> bool:
+    """An image or a video file name (videos are detected frame by frame, see owl.video)."""
+    from owl.video.reader import is_video_name
+
+    return is_image_name(path) or is_video_name(path)
 
 
 def expand_images(specs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[str]:
@@ -147,7 +155,7 @@ def _expand_one(spec: str, recursive: bool) -> list[str]:
     if path.exists() or not any(c in spec for c in _GLOB_CHARS):
         return [spec]  # a file, or a missing one the detector will report
     matches = sorted(
-        m for m in glob.glob(spec, recursive=True) if os.path.isfile(m) and is_image_name(m)
+        m for m in glob.glob(spec, recursive=True) if os.path.isfile(m) and _is_input_name(m)
     )
     if not matches:
         raise InputError(
@@ -161,7 +169,7 @@ def _images_in_folder(folder: Path, recursive: bool) -> list[str]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
         for name in files:
-            if not name.startswith(".") and is_image_name(name):
+            if not name.startswith(".") and _is_input_name(name):
                 found.append(os.path.join(root, name))
     return sorted(found, key=lambda p: Path(p).relative_to(folder).parts)
 

@@ -36,7 +36,7 @@ def gallery_html(results: Sequence[Detections], *, title: str) -> str:
     figures = []
     for rank, dets in enumerate(results, 1):
         path = str(dets.metadata.get("path", ""))
-        link = html.escape(Path(path).resolve().as_uri() if path else "")
+        link = html.escape(_link(path))
         best = f"{float(dets.confidence[0]):.3f}" if len(dets) else "-"
         try:
             image = f'<img src="{_thumbnail_uri(path, dets)}" alt="{html.escape(path)}">'
@@ -67,8 +67,22 @@ def write_gallery(
         f.write(page)
 
 
+def _link(path: str) -> str:
+    """file:// URI of the image; a video frame "clip.mp4#t=4.000" opens the video at 4 s."""
+    from owl.video.index import split_frame_path
+
+    if not path:
+        return ""
+    parts = split_frame_path(path)
+    if parts is None:
+        return Path(path).resolve().as_uri()
+    return f"{Path(parts[0]).resolve().as_uri()}#t={parts[1]:.3f}"
+
+
 def _thumbnail_uri(path: str, dets: Detections) -> str:
-    drawn = draw_detections(path, dets)
+    from owl.video.index import load_frame, split_frame_path
+
+    drawn = draw_detections(load_frame(path) if split_frame_path(path) else path, dets)
     drawn.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     buffer = io.BytesIO()
     drawn.save(buffer, format="PNG")

@@ -75,6 +75,14 @@ class IndexReport:
     failures: list[str] = dataclasses.field(default_factory=list)
 
 
+def _file_of(path: str) -> str:
+    """The file an indexed path lives in: a video frame "clip.mp4#t=4.000" is in clip.mp4."""
+    from owl.video.index import split_frame_path
+
+    parts = split_frame_path(path)
+    return path if parts is None else parts[0]
+
+
 def shard_of(path: str, num_shards: int) -> int:
     """The shard an (absolute) path belongs to: a stable hash of the path, modulo the count."""
     digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).digest()
@@ -387,7 +395,8 @@ class Index:
         gone = [
             p
             for p in self.paths()
-            if (num_shards == 1 or shard_of(p, num_shards) == shard_index) and not os.path.isfile(p)
+            if (num_shards == 1 or shard_of(p, num_shards) == shard_index)
+            and not os.path.isfile(_file_of(p))
         ]
         if gone:
             self.remove(gone)

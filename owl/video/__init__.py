@@ -1,0 +1,1 @@
+"""Video: decoding frames with timestamps and rotation, tracking over Detections, writing videos."""
