@@ -44,8 +44,9 @@ CARRIED: dict[str, tuple[str, str]] = {
     "safetensors": ("safetensors", "safetensors>=0.8"),
     "tqdm": ("tqdm", "tqdm>=4.66"),
 }
-# owl dependencies that the image's packages depend on themselves (flax needs msgpack).
-PROVIDED_BY_IMAGE = ("msgpack",)
+# owl dependencies that the image's packages depend on themselves (flax needs msgpack,
+# transformers needs pyyaml).
+PROVIDED_BY_IMAGE = ("msgpack", "pyyaml")
 # The image's own packages: checked and printed, never carried.
 IMAGE = ("jax", "jaxlib", "jax-cuda13-plugin", "flax", "optax", "orbax-checkpoint", "numpy",
          "scipy", "torch", "transformers", "onnxruntime")  # fmt: skip

@@ -106,14 +106,21 @@ def check_plots_extra(option: str) -> None:
         raise UsageFailure(f'{option} needs matplotlib; install it with: pip install "owl[plots]"')
 
 
-def config_option(f: F) -> F:
-    """--config NAME|FILE: a recipe shipped in owl/configs/ or a Python config file."""
+def config_option(f: F | None = None, *, required: bool = True) -> Any:
+    """--config NAME|FILE: a recipe shipped in owl/configs/ or a Python config file.
+
+    `@config_option` makes it required; `@config_option(required=False)` for commands with
+    another way in (`owl train --data`).
+    """
+    if f is None:
+        return lambda g: config_option(g, required=required)
     from owl.train.config import recipe_names
 
     return click.option(
-        "--config", "config_spec", required=True, metavar="NAME|FILE",
+        "--config", "config_spec", required=required, default=None, metavar="NAME|FILE",
         help="Training config: a recipe name (" + ", ".join(recipe_names()) + ") or a Python "
-        "file with get_config(). The recipes ship inside the package (owl/configs/).",
+        "file with get_config(). The recipes ship inside the package (owl/configs/)."
+        + ("" if required else " Required unless --data is given."),
     )(f)  # fmt: skip
 
 

@@ -11,19 +11,12 @@ from pathlib import Path
 
 import click
 
-from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra
+from owl.cli.options import EXIT_CODES_HELP, UsageFailure, check_train_extra, config_option
 from owl.train.config import ConfigError, load_config, resolve_config
 
 
 @click.command("train", epilog=EXIT_CODES_HELP)
-@click.option(
-    "--config",
-    "config_spec",
-    default=None,
-    metavar="NAME|FILE",
-    help="Training config: a recipe name (see --help of `owl train --config x`) or a Python file "
-    "with get_config(). Required unless --data is given.",
-)
+@config_option(required=False)
 @click.option(
     "--data",
     type=click.Path(exists=True, path_type=Path),

@@ -34,8 +34,9 @@ def test_workdir_is_needed_to_run(command):
 
 def test_help_lists_the_recipe_names():
     result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=200)
-    assert "(finetune_owlv2_b16, finetune_owlvit_b32, shapes_clip, shapes_detect, train_tiny)" in (
-        result.output
+    assert (
+        "(adapt, finetune_owlv2_b16, finetune_owlvit_b32, shapes_clip, shapes_detect, train_tiny)"
+        in (result.output)
     )
 
 

@@ -9,7 +9,7 @@ from owl.train.config import RECIPES_DIR, ConfigError, recipe_names, resolve_con
 
 def test_recipe_names_are_the_shipped_files():
     assert recipe_names() == [
-        "finetune_owlv2_b16", "finetune_owlvit_b32", "shapes_clip", "shapes_detect", "train_tiny",
+        "adapt", "finetune_owlv2_b16", "finetune_owlvit_b32", "shapes_clip", "shapes_detect", "train_tiny",
     ]  # fmt: skip
 
 
@@ -32,7 +32,7 @@ def test_an_unknown_name_lists_the_recipes_and_suggests_one():
         resolve_config("finetune_owlvit")
     message = str(info.value)
     assert "(did you mean 'finetune_owlvit_b32'?)" in message
-    assert "one of: finetune_owlv2_b16, finetune_owlvit_b32, shapes_clip" in message
+    assert "one of: adapt, finetune_owlv2_b16, finetune_owlvit_b32, shapes_clip" in message
 
 
 def test_a_missing_path_is_not_taken_for_a_name(tmp_path):
