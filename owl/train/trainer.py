@@ -394,8 +394,8 @@ def _write_models(run: _Run, last: int) -> None:
         summary = {"cdc_step": run.cdc.rule.best_step, "last_step": last}
         (run.workdir / "stopping.json").write_text(json.dumps(summary) + "\n")
     if weight != 1.0:
-        from owl.train.ensemble import ensemble_params
+        from owl.train.ensemble import average_params
 
         start = start_params(run.config, run.model_config)
-        chosen = ensemble_params(start, chosen, weight)
+        chosen = average_params(start, chosen, weight)
     save_owl(run.workdir / MODEL_FILE, run.model_config, chosen)
