@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -234,19 +235,22 @@ def build_loaders(
         return train, val
     if d.kind != "coco":
         raise TrainingError(f"data.kind must be 'coco' or 'synthetic', got {d.kind!r}")
-    from owl.data.coco import load_detection_dataset
+    from owl.data.formats import load_dataset
     from owl.data.pipeline import build_train_loader
 
-    if not d.train_annotations or not d.train_images:
+    if not d.train_annotations:
         raise TrainingError(
             "data.train_annotations and data.train_images must name the training set "
             "(--set data.train_annotations=PATH.json --set data.train_images=DIR)"
         )
     removed = tuple(d.remove_categories)
     loader_kw = dict(common, num_negatives=int(d.num_negatives), worker_count=int(d.workers))
-    train_set = load_detection_dataset(
-        d.train_annotations, d.train_images, remove_categories=removed, log=pid == 0
-    )
+    train_set, line = load_dataset(
+        d.train_annotations, d.train_images or None, format=str(d.get("format", "auto")),
+        remove_categories=removed, min_score=float(d.get("min_score", 0.0)), log=pid == 0,
+    )  # fmt: skip
+    if pid == 0:
+        print(line, file=sys.stderr)
     train = build_train_loader(
         train_set,
         seed=int(d.seed),
@@ -259,9 +263,10 @@ def build_loaders(
     )
     val = None
     if d.eval_annotations and int(config.eval.every):
-        val_set = load_detection_dataset(
-            d.eval_annotations, d.eval_images or d.train_images, log=pid == 0
-        )
+        val_set, _ = load_dataset(
+            d.eval_annotations, d.eval_images or d.train_images or None,
+            format=str(d.get("format", "auto")), split="val", log=pid == 0,
+        )  # fmt: skip
         val = build_train_loader(
             val_set,
             seed=0,
