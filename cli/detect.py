@@ -30,6 +30,7 @@ from owl.cli.options import (
     check_embeddings,
     collect_queries,
     draw_image,
+    exemplar_query_options,
     expand_image_args,
     format_image,
     load_detector,
@@ -39,7 +40,6 @@ from owl.cli.options import (
     precision_option,
     progress_bar,
     query_error,
-    query_image_options,
     report_failures,
     truncate_option,
     write_line,
@@ -84,23 +84,7 @@ Examples:
     help="UTF-8 file with one text query per line, written as for --query (\"red car@0.3\"); "
     "blank lines and lines starting with # are ignored.",
 )  # fmt: skip
-@query_image_options
-@click.option(
-    "--query-label", "query_labels", multiple=True, metavar="NAME",
-    help="Name for the image-query detections (repeatable: one for all exemplars, or one per "
-    "exemplar; default: the query image's file stem). Exemplars sharing a name are averaged "
-    'into one query; "NAME@T" sets its threshold.',
-)  # fmt: skip
-@click.option(
-    "--query-method", type=click.Choice(["auto", "iou", "objectness"]), default="auto",
-    show_default=True,
-    help="How an exemplar box picks its embedding: objectness (OWLv2), iou (the official "
-    "OWL-ViT heuristic), auto = objectness when the model has the head.",
-)  # fmt: skip
-@click.option(
-    "--query-embedding", "query_embeddings", multiple=True, metavar="FILE[@T]",
-    help="Query embedding saved by `owl embed-query` (repeatable); FILE@T sets its threshold.",
-)  # fmt: skip
+@exemplar_query_options
 @model_option
 @backend_option
 @click.option(

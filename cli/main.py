@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("owl.cli.export", "export"),
     "train": ("owl.cli.train", "train"),
     "ensemble": ("owl.cli.ensemble", "ensemble"),
+    "label": ("owl.cli.label", "label"),
     "pretrain": ("owl.cli.pretrain", "pretrain"),
     "shapes": ("owl.cli.shapes", "shapes"),
     "index": ("owl.cli.index", "index"),

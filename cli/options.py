@@ -166,6 +166,28 @@ def query_image_options(f: F) -> F:
     )(f)  # fmt: skip
 
 
+def exemplar_query_options(f: F) -> F:
+    """Image and embedding queries, as `owl detect` takes them: --query-image/--query-box,
+    --query-label, --query-method and --query-embedding (`owl label` takes the same)."""
+    f = click.option(
+        "--query-embedding", "query_embeddings", multiple=True, metavar="FILE[@T]",
+        help="Query embedding saved by `owl embed-query` (repeatable); FILE@T sets its threshold.",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--query-method", type=click.Choice(["auto", "iou", "objectness"]), default="auto",
+        show_default=True,
+        help="How an exemplar box picks its embedding: objectness (OWLv2), iou (the official "
+        "OWL-ViT heuristic), auto = objectness when the model has the head.",
+    )(f)  # fmt: skip
+    f = click.option(
+        "--query-label", "query_labels", multiple=True, metavar="NAME",
+        help="Name for the image-query detections (repeatable: one for all exemplars, or one per "
+        "exemplar; default: the query image's file stem). Exemplars sharing a name are averaged "
+        'into one query; "NAME@T" sets its threshold.',
+    )(f)  # fmt: skip
+    return query_image_options(f)
+
+
 def max_pixels_option(f: F) -> F:
     """--max-image-pixels N (0 = no limit)."""
     return click.option(

@@ -50,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.train_images = ""
     c.data.eval_annotations = ""  # empty: no validation
     c.data.eval_images = ""  # empty: data.train_images
+    c.data.format = "auto"  # coco, yolo, voc, or auto: told in one line at start
+    c.data.min_score = 0.0  # pseudo-labels (COCO "score") below this are dropped
     c.data.remove_categories = ()  # category ids or names never trained on (zero-shot hygiene)
     c.data.max_queries = 100
     c.data.max_instances = 100

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -56,7 +57,6 @@ def build_loaders(
         return train, val
     if d.kind != "coco":
         raise TrainingError(f"data.kind must be 'coco' or 'synthetic', got {d.kind!r}")
-    from owl.data.coco import load_detection_dataset
     from owl.data.formats import load_dataset
     from owl.data.pipeline import build_train_loader
 
@@ -68,9 +68,12 @@ def build_loaders(
     removed = tuple(d.remove_categories)
     loader_kw = dict(common, num_negatives=int(d.num_negatives), worker_count=int(d.workers))
     # COCO, YOLO or VOC (`owl.data.formats`): a COCO JSON with its image folder, or a folder.
-    train_set, _ = load_dataset(
-        d.train_annotations, d.train_images or None, remove_categories=removed, log=pid == 0
-    )
+    train_set, line = load_dataset(
+        d.train_annotations, d.train_images or None, format=str(d.get("format", "auto")),
+        remove_categories=removed, min_score=float(d.get("min_score", 0.0)), log=pid == 0,
+    )  # fmt: skip
+    if pid == 0:
+        print(line, file=sys.stderr)
     train = build_train_loader(
         train_set,
         seed=int(d.seed),
@@ -83,9 +86,10 @@ def build_loaders(
     )
     val = None
     if d.eval_annotations and int(config.eval.every):
-        val_set = load_detection_dataset(
-            d.eval_annotations, d.eval_images or d.train_images, log=pid == 0
-        )
+        val_set, _ = load_dataset(
+            d.eval_annotations, d.eval_images or d.train_images or None,
+            format=str(d.get("format", "auto")), split="val", log=pid == 0,
+        )  # fmt: skip
         val = build_train_loader(
             val_set,
             seed=0,

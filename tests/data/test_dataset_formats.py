@@ -263,3 +263,23 @@ def test_detect_dataset_format_errors(tmp_path):
         detect_dataset_format(tmp_path / "nope")
     with pytest.raises(DatasetError, match="not a dataset owl can read"):
         detect_dataset_format(tmp_path)
+
+
+def test_trainer_reads_a_yolo_set_and_says_so(tmp_path, source, capsys):
+    """`owl train`'s loader builder takes data.yaml with no image folder and prints the format."""
+    from owl.configs import __file__ as configs_init  # noqa: F401 (the shipped configs exist)
+    from owl.train.config import load_config, resolve_config
+    from owl.train.trainer import build_loaders, model_config_from
+
+    _written(tmp_path, source)
+    config = load_config(
+        resolve_config("shapes_detect"),
+        [f"data.train_annotations={tmp_path / 'data.yaml'}", "train.batch_size=2"],
+    )
+    train, _ = build_loaders(config, model_config_from(config))
+    err = capsys.readouterr().err
+    assert (
+        "data.format = yolo (auto-detected from" in err and "6 images, " in err
+    )  # novel boxes removed by the config
+    batch = next(iter(train))
+    assert batch["image"].shape[0] == 2
