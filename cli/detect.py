@@ -34,6 +34,7 @@ from owl.cli.options import (
     query_image_options,
     report_failures,
     truncate_option,
+    verbose_option,
     write_line,
 )
 
@@ -157,6 +158,7 @@ Examples:
 @max_pixels_option
 @truncate_option
 @precision_option
+@verbose_option
 def detect(
     images: tuple[str, ...],
     queries: tuple[str, ...],
@@ -184,6 +186,7 @@ def detect(
     truncate_long_queries: bool,
     precision: str,
     backend: str,
+    verbose: bool,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
@@ -233,7 +236,7 @@ def detect(
     # -- model and queries ---------------------------------------------------------------------
     detector = load_detector(
         model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
-        precision=precision, backend=backend,
+        precision=precision, backend=backend, verbose=verbose,
     )  # fmt: skip
     notes = check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:

@@ -19,6 +19,7 @@ from owl.cli.options import (
     MODEL_HELP,
     SEARCH_EXTRA_MODULES,
     UsageFailure,
+    backend_option,
     check_extra,
     check_model_spec,
     expand_image_args,
@@ -27,6 +28,7 @@ from owl.cli.options import (
     model_id,
     progress_bar,
     report_failures,
+    verbose_option,
     write_line,
 )
 
@@ -89,6 +91,8 @@ Examples:
 )  # fmt: skip
 @click.option("--quiet", is_flag=True, help="No progress bar or summary (failures still show).")
 @max_pixels_option
+@backend_option
+@verbose_option
 def index(
     images: tuple[str, ...],
     index_path: Path,
@@ -103,6 +107,8 @@ def index(
     shard_index: int | None,
     quiet: bool,
     max_image_pixels: int,
+    backend: str,
+    verbose: bool,
 ) -> None:
     """Encode images once into an index that `owl search` searches by text or by example.
 
@@ -140,7 +146,10 @@ def index(
     idx = open_index(
         index_path, model, create=True, boxes_per_image=boxes_per_image, rank=rank,
         vocabulary=vocabulary, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels),
+        backend=backend, progress=not quiet,
     )  # fmt: skip
+    if verbose:
+        write_line(idx.detector.backend.describe(), err=True)
     with idx:
         bar = progress_bar(len(paths), quiet=quiet)
         report = idx.add(

@@ -173,7 +173,8 @@ def _headline(scores: dict[str, float]) -> str:
 
 
 def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
-    """--info NAME: one model's figures, with their source."""
+    """--info NAME: one model's figures, with their source, and the backend it would run on."""
+    from owl.export.auto import describe_default
     from owl.models.configs import VARIANTS
 
     info = {
@@ -189,6 +190,7 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
         "url": registry.entry_url(entry),
         "path": str(registry.cached_path(entry.name)),
         "cached": registry.is_cached(entry.name),
+        "backend": describe_default(entry.name),
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -207,6 +209,7 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
             else f"{entry.forward_s:.2f} s per image (benchmarks/forward.py)"
         ),
     ]
+    lines.append(f"  backend       {info['backend']}")
     for metric, value in entry.scores:
         lines.append(f"  {metric:<32}  {value:.1f}")
     if entry.scores_source:
