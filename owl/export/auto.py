@@ -17,8 +17,8 @@ content is removed. Hashing a large checkpoint on every start would cost a secon
 kept beside the exports with the file's size and mtime, and computed again only when they change
 (downloads carry their hash in their download record already).
 
-`OWL_BACKEND=jax|onnx|stablehlo` replaces what `auto` would choose (the test suite pins jax so
-that it does not export in every test); an explicit `--backend` is always obeyed.
+`OWL_BACKEND=jax|onnx` replaces what `auto` would choose at f32 (the test suite pins jax so that
+it does not export in every test); an explicit `--backend` is always obeyed.
 """
 
 from __future__ import annotations
@@ -112,7 +112,8 @@ def decide(
     if precision not in PRECISIONS:
         raise BackendError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     reason = "asked for (--backend)"
-    if requested == "auto" and os.environ.get(ENV, "auto").strip().lower() != "auto":
+    env = os.environ.get(ENV, "auto").strip().lower()
+    if requested == "auto" and precision == "f32" and env != "auto":  # int8, bf16 fix the backend
         requested = os.environ[ENV].strip().lower()
         reason = f"set by ${ENV}"
         if requested not in BACKEND_CHOICES:

@@ -176,3 +176,42 @@ def test_an_index_accepts_the_onnx_backend_of_its_model(default_path, tmp_path):
     with Index(tmp_path / "a.owlindex", backend="auto") as idx:  # the same weights: accepted
         assert idx.detector.backend.name == "onnx"
         assert len(idx) == 2
+
+
+def test_export_int8_writes_a_calibration_record(tmp_path):
+    from owl.cli.export import export
+
+    out = tmp_path / "int8"
+    result = CliRunner().invoke(export, ["shapes-tiny", "--out", str(out), "--precision", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "int8 image encoder vs owl: class-embedding cosine median 0.99" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "int8"
+    record = manifest["calibration"]
+    assert record["graphs"] == {"image_encoder": "int8", "text_encoder": "f32", "score": "f32"}
+    # shapes-tiny has 4 vision blocks: 4 weight products of each kind are int8, the heads not
+    assert record["quantized"] == {
+        g: 4 for g in ("attention_qkv", "attention_out", "mlp_in", "mlp_out")
+    }
+    assert record["float32"][0].startswith("heads (")
+    assert record["agreement"]["class_embedding_cosine_p1"] >= 0.99
+    assert manifest["verification"]["max_abs_diff"]["text_encoder"] <= 1e-4
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out / "image_encoder.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+    detector = Detector(str(out))  # an export folder: its own format and precision
+    assert (detector.backend.name, detector.backend.precision) == ("onnx", "int8")
+    result = CliRunner().invoke(
+        export,
+        [
+            "shapes-tiny",
+            "--out",
+            str(tmp_path / "h"),
+            "--format",
+            "stablehlo",
+            "--precision",
+            "int8",
+        ],
+    )
+    assert result.exit_code == 2 and "--precision int8 is for --format onnx" in result.output
