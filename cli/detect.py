@@ -42,6 +42,7 @@ from owl.cli.options import (
     query_image_options,
     report_failures,
     truncate_option,
+    verbose_option,
     write_line,
 )
 
@@ -168,6 +169,7 @@ Examples:
 @truncate_option
 @precision_option
 @video_options
+@verbose_option
 def detect(
     images: tuple[str, ...],
     queries: tuple[str, ...],
@@ -204,6 +206,7 @@ def detect(
     query_videos: tuple[str, ...],
     query_frames: tuple[float, ...],
     save_frames: bool,
+    verbose: bool,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
@@ -258,7 +261,7 @@ def detect(
     # -- model and queries ---------------------------------------------------------------------
     detector = load_detector(
         model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
-        precision=precision, backend=backend,
+        precision=precision, backend=backend, verbose=verbose,
     )  # fmt: skip
     notes = check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:
