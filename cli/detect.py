@@ -42,6 +42,7 @@ from owl.cli.options import (
     query_error,
     report_failures,
     truncate_option,
+    verbose_option,
     write_line,
 )
 
@@ -152,6 +153,7 @@ Examples:
 @truncate_option
 @precision_option
 @video_options
+@verbose_option
 def detect(
     images: tuple[str, ...],
     queries: tuple[str, ...],
@@ -188,6 +190,7 @@ def detect(
     query_videos: tuple[str, ...],
     query_frames: tuple[float, ...],
     save_frames: bool,
+    verbose: bool,
 ) -> None:
     """Detect objects in images with text queries, example boxes or saved query embeddings.
 
@@ -242,7 +245,7 @@ def detect(
     # -- model and queries ---------------------------------------------------------------------
     detector = load_detector(
         model, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
-        precision=precision, backend=backend,
+        precision=precision, backend=backend, verbose=verbose,
     )  # fmt: skip
     notes = check_embeddings(request, embedding_files, detector.model.config.embed_dim, model)
     try:

@@ -18,6 +18,7 @@ from owl.cli.options import (
     DEFAULT_MAX_IMAGE_PIXELS,
     EXIT_CODES_HELP,
     UsageFailure,
+    backend_option,
     check_model_spec,
     check_plots_extra,
     load_detector,
@@ -149,8 +150,12 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     "per_category_ap.png into this folder, each with a .json of the plotted values "
     '(needs matplotlib: pip install "owl[plots]").',
 )
-@click.option("-v", "--verbose", is_flag=True, help="Show pycocotools' own progress output.")
+@click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Show pycocotools' own progress output, and which backend encodes images and why.",
+)  # fmt: skip
 @precision_option
+@backend_option
 def eval_cmd(
     model_name: str | None,
     images_dir: Path | None,
@@ -171,6 +176,7 @@ def eval_cmd(
     plots_dir: Path | None,
     verbose: bool,
     precision: str,
+    backend: str,
 ) -> None:
     """Compute COCO or LVIS box metrics (AP, AP50, APr, ...) for a detections file or a model.
 
@@ -217,7 +223,7 @@ def eval_cmd(
             max_images=max_images, batch_size=batch_size, resize=resize,
             long_prompts=long_prompts, skip_missing=skip_missing, overwrite=overwrite,
             max_dets=max_dets, output_dir=output_dir, plots_dir=plots_dir, verbose=verbose,
-            precision=precision,
+            precision=precision, backend=backend,
         )  # fmt: skip
         return
     if images_dir is not None:
@@ -278,6 +284,7 @@ def _evaluate_model(
     plots_dir: Path | None,
     verbose: bool,
     precision: str = "f32",
+    backend: str = "auto",
 ) -> None:
     """The --model path: `owl.eval.evaluation.evaluate` (resumable), then the report."""
     from owl.data.annotations import CategoryMap, EvalDataError, load_annotations
@@ -301,7 +308,7 @@ def _evaluate_model(
         raise UsageFailure(str(e)) from None
     detector = load_detector(
         model_name, batch_size=batch_size, max_pixels=DEFAULT_MAX_IMAGE_PIXELS, quiet=False,
-        resize_method=resize, precision=precision,
+        resize_method=resize, precision=precision, backend=backend, verbose=verbose,
     )  # fmt: skip
     try:
         result = evaluate(

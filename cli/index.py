@@ -19,6 +19,7 @@ from owl.cli.options import (
     MODEL_HELP,
     SEARCH_EXTRA_MODULES,
     UsageFailure,
+    backend_option,
     check_extra,
     check_model_spec,
     expand_image_args,
@@ -27,6 +28,7 @@ from owl.cli.options import (
     model_id,
     progress_bar,
     report_failures,
+    verbose_option,
     write_line,
 )
 
@@ -94,6 +96,8 @@ Examples:
     "results name the video and the time, as clip.mp4#t=4.000.",
 )  # fmt: skip
 @max_pixels_option
+@backend_option
+@verbose_option
 def index(
     images: tuple[str, ...],
     index_path: Path,
@@ -109,6 +113,8 @@ def index(
     quiet: bool,
     every: str,
     max_image_pixels: int,
+    backend: str,
+    verbose: bool,
 ) -> None:
     """Encode images once into an index that `owl search` searches by text or by example.
 
@@ -157,7 +163,10 @@ def index(
     idx = open_index(
         index_path, model, create=True, boxes_per_image=boxes_per_image, rank=rank,
         vocabulary=vocabulary, batch_size=batch_size, max_pixels=max_pixels_value(max_image_pixels),
+        backend=backend, progress=not quiet,
     )  # fmt: skip
+    if verbose:
+        write_line(idx.detector.backend.describe(), err=True)
     with idx:
         bar = progress_bar(len(paths), quiet=quiet)
         report = idx.add(

@@ -178,7 +178,8 @@ def _headline(scores: dict[str, float]) -> str:
 
 
 def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
-    """--info NAME: one model's figures, with their source."""
+    """--info NAME: one model's figures, with their source, and the backend it would run on."""
+    from owl.export.auto import describe_default
     from owl.models.configs import VARIANTS
 
     info = {
@@ -194,6 +195,7 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
         "url": registry.entry_url(entry),
         "path": str(registry.cached_path(entry.name)),
         "cached": registry.is_cached(entry.name),
+        "backend": describe_default(entry.name),
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
@@ -213,6 +215,7 @@ def _print_info(entry: Any, registry: Any, *, as_json: bool) -> None:
             "(owl/assets/forward_times.json, benchmarks/forward.py)"
         ),
     ]
+    lines.append(f"  backend       {info['backend']}")
     for metric, value in entry.scores:
         lines.append(f"  {metric:<32}  {value:.1f}")
     if entry.scores_source:

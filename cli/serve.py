@@ -16,11 +16,14 @@ from owl.cli.options import (
     EXIT_CODES_HELP,
     SEARCH_EXTRA_MODULES,
     UsageFailure,
+    backend_option,
     check_extra,
     load_detector,
     max_pixels_option,
     max_pixels_value,
     model_option,
+    precision_option,
+    verbose_option,
     write_line,
 )
 
@@ -78,6 +81,9 @@ def check_serve_extra() -> None:
     "the [search] extra.",
 )  # fmt: skip
 @max_pixels_option
+@backend_option
+@precision_option
+@verbose_option
 @click.option(
     "--quiet", is_flag=True,
     help="No access log (by default one line per request on stderr: client, request, status).",
@@ -91,6 +97,9 @@ def serve(
     cache_images: int,
     index_path: str | None,
     max_image_pixels: int,
+    backend: str,
+    precision: str,
+    verbose: bool,
     quiet: bool,
 ) -> None:
     """Serve a web page and JSON API for interactive detection on this machine.
@@ -110,8 +119,9 @@ def serve(
     from owl.serve.app import create_app
 
     detector = load_detector(
-        model, batch_size=1, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet
-    )
+        model, batch_size=1, max_pixels=max_pixels_value(max_image_pixels), quiet=quiet,
+        backend=backend, precision=precision, verbose=verbose,
+    )  # fmt: skip
     _warm_up(detector)
     index = None
     if index_path is not None:

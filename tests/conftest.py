@@ -7,6 +7,10 @@ import os
 # Tests compile into memory only: the persistent cache is tested on its own, in subprocesses
 # (tests/test_compilation_cache.py), and must not collect entries in a user's cache folder.
 os.environ["OWL_COMPILATION_CACHE"] = "0"
+# The default backend (auto) would export every model to ONNX on first use, since the test env
+# has onnxruntime: tests run on JAX unless they ask for a backend (tests/export/test_auto.py
+# runs the default path and compares it with JAX).
+os.environ["OWL_BACKEND"] = "jax"
 
 import jax  # noqa: E402
 import numpy as np

@@ -97,6 +97,35 @@ class ExportedModel:
              "logit_scale": logit_scale, "query_embeddings": query_embeddings}
         )["logits"]  # fmt: skip
 
+    def score_image(
+        self,
+        class_embeddings: np.ndarray,
+        logit_shift: np.ndarray,
+        logit_scale: np.ndarray,
+        query_embeddings: np.ndarray,
+    ) -> np.ndarray:
+        """Logits [P, Q] of one image ([P, E], [P], [P]) against queries [Q, E] (score graph).
+
+        The Detector scores with this on an export backend, so it needs no JAX; a graph with a
+        fixed batch gets the image in the first slot of a zero-padded batch.
+        """
+        b = self.manifest.batch or 1
+
+        def batched(x: np.ndarray) -> np.ndarray:
+            out = np.zeros((b, *np.shape(x)), np.float32)
+            out[0] = x
+            return out
+
+        return self.score(
+            batched(class_embeddings), batched(logit_shift), batched(logit_scale),
+            np.asarray(query_embeddings, np.float32),
+        )[0]  # fmt: skip
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """The exported weights' `params_sha256`, as the manifest records it (None: not recorded)."""
+        return self.manifest.weights_sha256
+
 
 def open_export(
     directory: str | os.PathLike, format: str | None = None, *, threads: int | None = None

@@ -20,7 +20,7 @@ from owl.models.configs import ModelConfig
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 FORMATS = ("onnx", "stablehlo")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
 GRAPHS = ("image_encoder", "text_encoder", "score")
 SUFFIX = {"onnx": ".onnx", "stablehlo": ".stablehlo"}
 
@@ -37,13 +37,17 @@ class Manifest:
       format: "onnx" or "stablehlo".
       config: the architecture the graphs were built from.
       batch: the fixed image batch of the image encoder and score graphs, or None (dynamic).
-      precision: "f32", or "bf16" (weights stored in bfloat16, computed in float32).
+      precision: "f32", "bf16" (weights stored in bfloat16, computed in float32) or "int8"
+        (an int8 image encoder, `owl.export.quantize`).
       graphs: graph name -> {"file": ..., "inputs": {...}, "outputs": {...}}.
       preprocessing: image_size, pad_value, mean, std, layout, resize.
       tokenizer: files (relative paths), context_length, pad/start/end ids.
       verification: tolerance and max |diff| per graph against owl.
       owl_version: the owl that wrote the folder.
       source: the model the export came from (a path or registry name), for messages.
+      weights_sha256: `owl.checkpoints.tree.params_sha256` of the exported weights (the search
+        index checks it), or None in folders written before it was recorded.
+      calibration: for int8, what was quantized and how, and the agreement measured (else None).
     """
 
     format: str
@@ -56,6 +60,8 @@ class Manifest:
     verification: dict[str, Any]
     owl_version: str
     source: str | None = None
+    weights_sha256: str | None = None
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +76,8 @@ class Manifest:
             "tokenizer": self.tokenizer,
             "graphs": self.graphs,
             "verification": self.verification,
+            **({"weights_sha256": self.weights_sha256} if self.weights_sha256 else {}),
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
     def to_json(self) -> str:
@@ -137,6 +145,10 @@ class Manifest:
             verification=d["verification"],
             owl_version=str(d.get("owl_version")),
             source=d.get("source"),
+            weights_sha256=d.get("weights_sha256")
+            if isinstance(d.get("weights_sha256"), str)
+            else None,
+            calibration=d.get("calibration") if isinstance(d.get("calibration"), dict) else None,
         )
 
     @classmethod

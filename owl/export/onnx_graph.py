@@ -69,12 +69,12 @@ class _Graph:
 
     def op(self, op_type: str, inputs: list[str], *, out: str | None = None, **attrs: Any) -> str:
         out = out or self.name(op_type.lower())
-        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], **attrs))
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [out], name=out, **attrs))
         return out
 
     def ops(self, op_type: str, inputs: list[str], n: int, **attrs: Any) -> list[str]:
         outs = [self.name(op_type.lower()) for _ in range(n)]
-        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, outs, **attrs))
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, outs, name=outs[0], **attrs))
         return outs
 
     # -- layers ----------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ from owl.ops.image import preprocess
 from owl.text.tokenizer import EOT_ID, SOT_ID, get_tokenizer
 
 TOLERANCE = 1e-4
+# int8 exports pass on agreement, not max |diff|: the class embeddings' cosine with owl's, median
+# and 1st percentile over all boxes of the verification images, must reach this.
+INT8_MIN_COSINE = 0.99
 EXAMPLE_QUERIES = ("red circle", "a photo of a green square", "blue star", "thing")
 
 
@@ -89,6 +92,41 @@ def compare(reference: OwlModel, exported: Any, batch: int | None) -> dict[str, 
     }
 
 
+def agreement(want: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> dict[str, float]:
+    """How close an approximate image encoder's outputs are to owl's (int8 and bf16 exports).
+
+    Returns the class embeddings' cosine similarity per box (median, 1st percentile, minimum),
+    the mean |diff| of the boxes (cx, cy, w, h in [0, 1]), the max |diff| of logit shift and
+    scale, and (OWLv2) the Pearson correlation of the objectness logits, over all boxes.
+    """
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1])
+        return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-12)
+
+    cos = np.sum(unit(want["class_embeddings"]) * unit(got["class_embeddings"]), axis=-1)
+    out = {
+        "class_embedding_cosine_median": float(np.median(cos)),
+        "class_embedding_cosine_p1": float(np.percentile(cos, 1)),
+        "class_embedding_cosine_min": float(np.min(cos)),
+        "box_l1_mean": float(np.mean(np.abs(np.asarray(want["pred_boxes"]) - got["pred_boxes"]))),
+        "logit_shift_max_abs_diff": _diff(got["logit_shift"], want["logit_shift"]),
+        "logit_scale_max_abs_diff": _diff(got["logit_scale"], want["logit_scale"]),
+    }
+    if "objectness_logits" in want:
+        a = np.asarray(want["objectness_logits"], np.float64).ravel()
+        b = np.asarray(got["objectness_logits"], np.float64).ravel()
+        out["objectness_correlation"] = float(np.corrcoef(a, b)[0, 1]) if a.size > 1 else 1.0
+    return out
+
+
+def image_agreement(reference: OwlModel, exported: Any, batch: int | None) -> dict[str, float]:
+    """`agreement` of the exported image encoder with owl on the verification pixels."""
+    pixels = verification_inputs(reference, batch)["pixel_values"]
+    want = jax.device_get(reference.embed_image(pixels, features=False))
+    return agreement(want, exported.embed_image(pixels))
+
+
 def _diff(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -96,4 +134,12 @@ def _diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
-__all__ = ["TOLERANCE", "VerificationError", "compare", "verification_inputs"]
+__all__ = [
+    "INT8_MIN_COSINE",
+    "TOLERANCE",
+    "VerificationError",
+    "agreement",
+    "compare",
+    "image_agreement",
+    "verification_inputs",
+]

@@ -5,6 +5,11 @@ files copied from owl's assets, then — only after the graphs have been run and
 owl on the verification inputs — `manifest.json`. A folder without a manifest is therefore an
 unfinished export, and `owl.export.backend.open_export` refuses it.
 
+Precision "int8" writes the float32 graphs, then quantizes the image encoder
+(`owl.export.quantize`); it passes verification when the text encoder is within the tolerance and
+the image encoder's class embeddings agree with owl's (cosine median and 1st percentile >=
+`INT8_MIN_COSINE`); the manifest's `calibration` records how it was quantized and the agreement.
+
 Precision "bf16" stores the weights (arrays of 1024 values or more) in bfloat16, which halves
 the files; the graphs cast them to float32 and compute in float32. Verification then compares
 against owl running the same rounded weights, to the same tolerance, and also records the
@@ -24,9 +29,16 @@ import ml_dtypes
 import numpy as np
 
 import owl
+from owl.checkpoints.tree import params_sha256
 from owl.export.backend import load_graphs
 from owl.export.manifest import FORMATS, MANIFEST_NAME, PRECISIONS, ExportDirError, Manifest
-from owl.export.verify import TOLERANCE, VerificationError, compare
+from owl.export.verify import (
+    INT8_MIN_COSINE,
+    TOLERANCE,
+    VerificationError,
+    compare,
+    image_agreement,
+)
 from owl.files import atomic_write
 from owl.models.model import OwlModel
 from owl.ops.image import CLIP_MEAN, CLIP_STD
@@ -54,8 +66,9 @@ def export_model(
         and `overwrite` set (as `owl convert` needs --overwrite to replace its file).
       format: "onnx" or "stablehlo".
       batch: a fixed image batch, or None for a dynamic one.
-      precision: "f32", or "bf16" for bfloat16-stored weights computed in float32.
-      tolerance: largest max |diff| against owl that passes.
+      precision: "f32", "bf16" for bfloat16-stored weights computed in float32, or "int8" (ONNX
+        only) for an int8 image encoder.
+      tolerance: largest max |diff| against owl that passes (int8: of the text encoder).
       overwrite: replace an earlier export in `out`.
     Raises:
       ValueError: a bad format, precision or batch; ExportDirError: `out` is not usable.
@@ -67,8 +80,11 @@ def export_model(
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be a positive integer or dynamic, got {batch}")
+    if precision == "int8" and format != "onnx":
+        raise ValueError("precision int8 is for ONNX exports (ONNX Runtime's quantized kernels)")
     directory = _prepare_folder(Path(out), overwrite)
     params = jax.device_get(model.params)
+    calibration = None
     reference = model
     stored = params
     if precision == "bf16":
@@ -82,6 +98,8 @@ def export_model(
         as_f32 = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), stored)
         weight_dtype = ml_dtypes.bfloat16 if precision == "bf16" else np.float32
         graphs = write_onnx(model.config, as_f32, directory, batch, weight_dtype)
+        if precision == "int8":
+            calibration = _quantize(directory, model.config)
     else:
         from owl.export.stablehlo import write_stablehlo
 
@@ -98,6 +116,7 @@ def export_model(
         verification={},
         owl_version=owl.__version__,
         source=model.source,
+        weights_sha256=params_sha256(params),
     )
     exported = load_graphs(directory, manifest)
     result = compare(reference, exported, batch)
@@ -105,16 +124,41 @@ def export_model(
     worst = max(result["max_abs_diff"].values())
     if precision == "bf16":
         result["max_abs_diff_vs_f32_weights"] = compare(model, exported, batch)["max_abs_diff"]
+    if calibration is not None:
+        agree = image_agreement(model, exported, batch)
+        calibration["agreement"] = agree
+        calibration["agreement_inputs"] = result["inputs"]
+        result["agreement"] = agree
+        worst = result["max_abs_diff"]["text_encoder"]
+        low = min(agree["class_embedding_cosine_median"], agree["class_embedding_cosine_p1"])
+        if not low >= INT8_MIN_COSINE:
+            raise VerificationError(
+                f"{directory}: the int8 image encoder's class embeddings agree with owl's only to "
+                f"cosine {low:.4f} (< {INT8_MIN_COSINE}); no manifest written; use --precision f32"
+            )
     if not worst <= tolerance:
         per_graph = ", ".join(f"{k} {v:.2e}" for k, v in result["max_abs_diff"].items())
         raise VerificationError(
             f"{directory}: the exported graphs differ from owl by up to {worst:.2e} (> "
             f"{tolerance:g}: {per_graph}); no manifest written"
         )
-    manifest = Manifest(**{**manifest.__dict__, "verification": result})
+    manifest = Manifest(**{**manifest.__dict__, "verification": result, "calibration": calibration})
     with atomic_write(directory / MANIFEST_NAME) as f:
         f.write(manifest.to_json())
     return manifest
+
+
+def _quantize(directory: Path, config: Any) -> dict[str, Any]:
+    """Replaces the float32 image encoder by its int8 version; returns the calibration record."""
+    from owl.export.quantize import quantize_image_encoder
+
+    final = directory / "image_encoder.onnx"
+    f32 = directory / "image_encoder.f32.onnx"
+    os.replace(final, f32)
+    try:
+        return quantize_image_encoder(f32, final, config)
+    finally:
+        f32.unlink(missing_ok=True)
 
 
 def preprocessing_contract(model: OwlModel) -> dict[str, Any]:

@@ -14,22 +14,20 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from owl.export.auto import open_backend
 from owl.inference import image_query
 from owl.inference.detections import Detections
 from owl.inference.postprocess import PostprocessOptions, detections_from_scores
 from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
-from owl.models.model import OwlModel
-from owl.models.owl_vit import normalize, score_queries
 from owl.ops.image import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
@@ -41,11 +39,16 @@ from owl.ops.image import (
 )
 from owl.text.tokenizer import get_tokenizer
 
+if TYPE_CHECKING:
+    from owl.models.model import OwlModel
+
 MIN_QUERY_BUCKET = 8
 # The backend seam: what encodes pixels and token ids. "jax" is an `OwlModel`; the others an
 # export folder's `owl.export.backend.ExportedModel`, with the same `config`,
-# `embed_image(pixels, features=False)` and `embed_text(ids)`.
-BACKENDS = ("jax", "onnx", "stablehlo")
+# `embed_image(pixels, features=False)` and `embed_text(ids)`. "auto" picks one
+# (`owl.export.auto`): ONNX Runtime where the [export] extra is installed, else JAX. JAX is
+# imported only by the JAX backend, so a process on a cached ONNX export starts without it.
+BACKENDS = ("auto", "jax", "onnx", "stablehlo")
 
 
 def bucket(n: int, minimum: int = 1) -> int:
@@ -132,9 +135,15 @@ class Detector:
       max_pixels: decompression-bomb limit for image files (None: no limit).
       resize_method: "official" (pad then antialiased resize, the notebooks' way) or "tf" (the
         scenic evaluator's resize-then-pad).
-      backend: "jax" (owl's model), or "onnx" / "stablehlo": `model` is then a folder written by
-        `owl export`, whose graphs encode images and texts (`owl.export.backend`); everything
-        else (preprocessing, caches, scoring, post-processing) is the same.
+      backend: "auto" (default: ONNX Runtime when owl[export] is installed and `model` is a
+        file or registry name, exported into the cache on first use; else JAX), "jax" (owl's
+        model), "onnx" (an `owl export` folder, or any model exported on the fly) or
+        "stablehlo" (an `owl export --format stablehlo` folder). Everything else
+        (preprocessing, caches, scoring, post-processing) is the same. `self.backend` says
+        which was chosen and why (`owl.export.auto.BackendChoice`).
+      precision: "f32", "bf16" (JAX, bfloat16 image tower) or "int8" (ONNX Runtime, int8
+        image encoder); applies when `model` is loaded here.
+      progress: show download progress and a note when a first-use export starts.
 
     Example:
       det = Detector("owlvit-b32")
@@ -150,27 +159,21 @@ class Detector:
         text_cache_size: int = 4096,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         resize_method: str = "official",
-        backend: str = "jax",
+        backend: str = "auto",
+        precision: str = "f32",
+        progress: bool = False,
     ):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-        if backend != "jax" and isinstance(model, (str, os.PathLike)):
-            from owl.export.backend import open_export
-
-            model = open_export(model, format=backend)
-        elif not isinstance(model, OwlModel) and backend == "jax":
-            from owl.checkpoints.load import load
-
-            model = load(model)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        model, self.backend = open_backend(model, backend, precision, progress=progress)
         self.model = model
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.resize_method = resize_method
         self._images = _LRU(image_cache_size)
         self._texts = _LRU(text_cache_size)
-        self._score = jax.jit(score_queries)
         self.image_encoder_calls = 0  # forward passes of the image tower (for tests and stats)
         self.text_encoder_calls = 0
 
@@ -258,10 +261,10 @@ class Detector:
         self, pixels: list[np.ndarray], metas: list[ImageMeta]
     ) -> list[ImageEncoding]:
         n = len(pixels)
-        padded = bucket(n)
+        padded = bucket(n) if self.backend.name == "jax" else n  # XLA compiles per shape
         batch = np.zeros((padded, *pixels[0].shape), np.float32)
         batch[:n] = np.stack(pixels)
-        out = jax.device_get(self.model.embed_image(batch, features=False))
+        out = {k: np.asarray(v) for k, v in self.model.embed_image(batch, features=False).items()}
         self.image_encoder_calls += 1
         objectness = out.get("objectness_logits")
         return [
@@ -404,8 +407,25 @@ class Detector:
 
     # -- scoring -------------------------------------------------------------------------------
 
+    @functools.cached_property
+    def _score(self) -> Callable[..., Any]:
+        import jax
+
+        from owl.models.owl_vit import score_queries
+
+        return jax.jit(score_queries)
+
     def score(self, encoding: ImageEncoding, queries: QuerySet) -> np.ndarray:
         """Logits [P, Q] of one encoded image against a query set (class head only)."""
+        if self.backend.name != "jax":  # the export's own score graph: no JAX in this process
+            return self.model.score_image(
+                encoding.class_embeddings, encoding.logit_shift, encoding.logit_scale,
+                queries.embeddings,
+            )  # fmt: skip
+        import jax.numpy as jnp
+
+        from owl.models.owl_vit import normalize
+
         q = len(queries)
         padded = np.zeros((bucket(q, MIN_QUERY_BUCKET), queries.embeddings.shape[1]), np.float32)
         padded[:q] = queries.embeddings

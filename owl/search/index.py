@@ -83,6 +83,19 @@ def _file_of(path: str) -> str:
     return path if parts is None else parts[0]
 
 
+def _weights_sha256(model: Any) -> str:
+    """What the index records of the weights: an export's recorded hash, or the params' own."""
+    recorded = getattr(model, "weights_sha256", None)
+    if recorded:
+        return recorded
+    if not hasattr(model, "params"):
+        raise ValueError(
+            f"{model.source}: this export records no weights hash, which an index needs; write "
+            "it again with `owl export`, or index with --backend jax"
+        )
+    return params_sha256(jax.device_get(model.params))
+
+
 def shard_of(path: str, num_shards: int) -> int:
     """The shard an (absolute) path belongs to: a stable hash of the path, modulo the count."""
     digest = hashlib.sha1(path.encode("utf-8", "surrogateescape")).digest()
@@ -152,6 +165,7 @@ class Index:
       exact_below: indexes with fewer boxes are searched exactly, larger ones through FAISS.
       read_only: open an existing index for searching only (`owl search`, `owl serve`): the
         file is never created or changed, and `add`/`remove`/`prune` raise.
+      backend, progress: as for the Detector (`owl.export.auto`): what encodes the images.
 
     Raises:
       IndexMismatchError: the index was built with other weights or settings. A model named
@@ -172,6 +186,8 @@ class Index:
         resize_method: str = "official",
         exact_below: int = EXACT_BELOW,
         read_only: bool = False,
+        backend: str = "auto",
+        progress: bool = False,
     ):
         self.path = Path(path)
         self.exact_below = exact_below
@@ -199,13 +215,14 @@ class Index:
             self.detector = model
         else:
             self.detector = Detector(
-                model, batch_size=batch_size, max_pixels=max_pixels, resize_method=resize_method
-            )
+                model, batch_size=batch_size, max_pixels=max_pixels, resize_method=resize_method,
+                backend=backend, progress=progress,
+            )  # fmt: skip
         m = self.detector.model
         wanted = {
             "schema": store.SCHEMA_VERSION,
             "model": model if isinstance(model, str) else (m.source or "<in memory>"),
-            "weights_sha256": params_sha256(jax.device_get(m.params)),
+            "weights_sha256": _weights_sha256(m),
             "family": m.config.family,
             "image_size": m.config.image_size,
             "pad_value": m.config.pad_value,
