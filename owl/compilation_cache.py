@@ -5,6 +5,10 @@ used to pay it again. `enable` points JAX's on-disk cache at `<owl cache>/xla` (
 downloaded checkpoints) and caches every executable, however fast it compiled: a fresh process
 then loads the executables it needs from disk instead of compiling them.
 
+Entries live in one subfolder per jaxlib version (`xla/jaxlib-0.10.2`): two environments sharing a
+cache folder (a floor venv and a newest one, or a GPU image) then never load each other's
+executables, which XLA:CPU reports as a machine-feature mismatch on every entry and could fault on.
+
 On by default; `OWL_COMPILATION_CACHE=0` turns it off, and a directory set by the user through
 JAX's own `jax_compilation_cache_dir` is left alone.
 """
@@ -26,7 +30,9 @@ def enabled() -> bool:
 
 
 def enable(directory: str | os.PathLike) -> Path | None:
-    """Turns JAX's persistent compilation cache on in `directory`; returns it, or None if off.
+    """Turns JAX's persistent compilation cache on in `directory`/jaxlib-VERSION; returns it.
+
+    Returns None when the cache is off.
 
     Idempotent. Does nothing when switched off, or when JAX already has a cache directory.
     """
@@ -37,7 +43,7 @@ def enable(directory: str | os.PathLike) -> Path | None:
     current = getattr(jax.config, "jax_compilation_cache_dir", None)
     if current:
         return Path(current)
-    path = Path(directory)
+    path = Path(directory) / f"jaxlib-{_jaxlib_version()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -56,6 +62,17 @@ def enable(directory: str | os.PathLike) -> Path | None:
             _say_off(jax.__version__, name)
             return None
     return path
+
+
+def _jaxlib_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxlib")
+    except metadata.PackageNotFoundError:  # a source build without metadata
+        import jaxlib
+
+        return str(getattr(jaxlib, "__version__", "unknown"))
 
 
 @functools.cache

@@ -51,3 +51,14 @@ def test_switched_off_writes_no_cache(tmp_path):
     events = _run(tmp_path, "0")
     assert events["hits"] == events["misses"] == 0
     assert not (tmp_path / "xla").exists()
+
+
+def test_entries_live_in_one_folder_per_jaxlib_version(tmp_path):
+    """A floor venv and a newest one sharing OWL_CACHE_DIR never read each other's executables."""
+    from importlib import metadata
+
+    first = _run(tmp_path, "1")
+    assert first["misses"] > 0
+    version = metadata.version("jaxlib")
+    assert [p.name for p in (tmp_path / "xla").iterdir()] == [f"jaxlib-{version}"]
+    assert any((tmp_path / "xla" / f"jaxlib-{version}").iterdir())
