@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 
@@ -58,7 +57,9 @@ def main() -> None:
     args = parser.parse_args()
     lengths = [int(v) for v in args.lengths.split(",")]
     blocks = [tuple(int(v) for v in b.split("x")) for b in args.blocks.split(",")]
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or ''}")
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}; {load_report()}")
     print(f"{'tokens':>7} {'form':>16} {'wall ms':>8} {'cpu ms':>7}")
     for length in lengths:
         wall, cpu = _run("plain", length, 0, 0)

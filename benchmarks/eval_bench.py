@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -47,10 +45,9 @@ COCO_IDS = (
 
 def _machine() -> str:
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"jax {jax.__version__} on {jax.default_backend()} ({devices})"
-    )
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    return f"{machine()}; jax {jax.__version__} on {jax.default_backend()} ({devices}); {load_report()}"
 
 
 def write_dataset(root: Path, num_images: int, seed: int = 0) -> tuple[Path, Path]:

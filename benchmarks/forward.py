@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -118,15 +117,10 @@ print(json.dumps({
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+    """The CPU (model and AVX-512/VNNI/BF16/AMX flags), cores, OS and Python: benchmarks/machine.py."""
+    from machine import machine as describe
+
+    return describe()
 
 
 def run_child(side: str, weights: Path, args: argparse.Namespace, batch: int, env: dict) -> dict:
@@ -155,9 +149,12 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m] + (list(LARGE_MODELS) if args.sizes else [])
     batches = [int(b) for b in args.batch.split(",")]
 
+    from machine import load_report
+
     from owl.models.configs import get_variant
 
     print(f"machine: {machine()}; {args.threads} threads for each side; device {args.device}")
+    print(load_report())
     print(f"command: python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

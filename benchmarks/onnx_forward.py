@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -108,12 +107,10 @@ def main() -> None:
     from owl.models.model import OwlModel
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="owl-onnx-bench-"))
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")), platform.processor(),
-    )  # fmt: skip
-    print(f"machine: {cpu}, {os.cpu_count()} cores, {platform.platform()}")
-    print(f"load average before: {os.getloadavg()}")
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}")
+    print(f"before: {load_report()}")
     print(f"command: python {' '.join(sys.argv)}")
     rows = []
     for name in args.variants.split(","):
@@ -146,7 +143,7 @@ def main() -> None:
                 print(f"  round {r + 1} {side}: {[round(t, 3) for t in result['times_s']]} s")
         med = {k: statistics.median(v) for k, v in times.items()}
         rows.append((name, config.image_size, med["jax"], med["onnx"], len(times["jax"])))
-    print(f"load average after: {os.getloadavg()}")
+    print(f"after: {load_report()}")
     print(f"\nimage encoder, batch 1, {args.threads} threads, median of n forwards (s)")
     print("| model | input | owl (JAX) | ONNX Runtime | ORT / JAX | n |")
     print("|---|---|---|---|---|---|")

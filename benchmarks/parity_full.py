@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -25,7 +24,9 @@ import numpy as np
 
 
 def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} on {jax.default_backend()}"
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    return f"{machine()}; jax {jax.__version__} on {jax.default_backend()}; {load_report()}"
 
 
 def run_model(name: str, repeats: int, num_queries: int) -> dict:

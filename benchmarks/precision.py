@@ -15,8 +15,6 @@ transformers use benchmarks/forward.py.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -71,6 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
 
     import owl
     from owl.data.shapes import CATEGORIES
@@ -78,8 +77,7 @@ def main() -> None:
     from owl.testing import build_transformers_detector, random_queries, save_transformers_detector
     from owl.text.tokenizer import tokenize
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__} "
-          f"({jax.default_backend()})")  # fmt: skip
+    print(f"machine: {machine()}; jax {jax.__version__} ({jax.default_backend()}); {load_report()}")
     print("| model | inputs | max abs logit diff | top-100 matched at IoU>=0.9 | f32 s | bf16 s |")
     print("|---|---|---|---|---|---|")
     cases = [("shapes-tiny", None)] + [(v, "random") for v in filter(None, args.full.split(","))]

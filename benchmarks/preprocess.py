@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -88,10 +86,9 @@ def main() -> None:
     parser.add_argument("--huge", action="store_true", help="add a 20000 x 20000 image")
     parser.add_argument("--old-max-mp", type=float, default=20.0)
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}"
-    )
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}; {load_report()}")
     cases = [(3000, 4000)] + ([(20000, 20000)] if args.huge else [])
     import numpy as np
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -224,9 +223,9 @@ def main() -> None:
     parser.add_argument("--ks", default="4,8,16,64", help="K values compared in part 3")
     parser.add_argument("--parts", default="1,2,3")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    )
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}; {load_report()}")
     print(f"command: python {' '.join(sys.argv)}")
     parts = set(args.parts.split(","))
     with tempfile.TemporaryDirectory(prefix="owl-search-bench-") as work:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sqlite3
 import statistics
@@ -202,7 +201,9 @@ def main() -> None:
     finally:
         shutil.rmtree(where, ignore_errors=True)
     ms = sorted(t * 1000 for t in times)
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}")
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}; {load_report()}")
     print(f"command: python {' '.join(os.sys.argv)}")
     print(
         f"{args.store}: {args.images} images x {args.boxes} boxes, dim {args.dim}; "

@@ -12,8 +12,6 @@ of its /proc/<pid>/status). tests/serve/test_load.py drives the same `run_load`.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import signal
 import socket
 import statistics
@@ -143,8 +141,9 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=EXAMPLE)
     parser.add_argument("--url", help="an already running server (then no RSS is reported)")
     args = parser.parse_args()
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
-          f"{platform.system()} {platform.release()}, Python {platform.python_version()}")  # fmt: skip
+    from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
+
+    print(f"machine: {machine()}; {load_report()}")
     print("command: python " + " ".join(sys.argv))
     process = None
     url = args.url
