@@ -34,7 +34,7 @@ def serve_review(
     try:
         session = ReviewSession(dataset, images, split=split)
     except ReviewError as e:
-        raise UsageFailure(f"--review {dataset}: {e}") from None
+        raise UsageFailure(f"--review: {e}") from None
     write_line(f"owl serve --review: {session.line}", err=True)
     folder = session.files[0].parent if session.files else session.source.annotations.parent
     if not os.access(folder, os.W_OK):

@@ -370,7 +370,12 @@ class ReviewSession:
         records: Sequence[dict[str, Any]],
     ) -> None:
         """Takes the written images into the server's state and logs their changes."""
-        boxes_of = dict(changed)
+        # Box ids become positions, as a fresh read of the files numbers them, so an image's
+        # version after a save equals its version when a new server reads it.
+        boxes_of = {
+            k: [dataclasses.replace(b, id=str(i)) for i, b in enumerate(boxes)]
+            for k, boxes in changed
+        }
         for k in done:
             self.examples[k], self.boxes[k] = examples[k], boxes_of[k]
             self.versions[k] = version_of(boxes_of[k])
@@ -394,7 +399,8 @@ class ReviewSession:
         if files:
             folders.add(_existing(self.log_path.parent))
         for folder in sorted(folders):
-            if not os.access(folder, os.W_OK):
+            effective = os.access in os.supports_effective_ids
+            if not os.access(folder, os.W_OK, effective_ids=effective):
                 raise ReviewError(
                     f"cannot write into {folder} (read-only); make it writable and save again "
                     "(nothing was written, your edits are kept in the page)",
