@@ -32,10 +32,13 @@ def _images(folder: Path) -> None:
         shutil.copyfile(SHAPES / f"00000{i}.png", folder / name)
 
 
-def make_dataset(root: Path, fmt: str, boxes: dict | None = None) -> Path:
-    """Writes the data set (or `boxes` in its shape) into `root` in `fmt`; returns the path to
-    give `owl serve --review`: COCO annotations.json, YOLO data.yaml, VOC the folder."""
+def make_dataset(
+    root: Path, fmt: str, boxes: dict | None = None, classes: list[str] | None = None
+) -> Path:
+    """Writes the data set (or `boxes` and `classes` in its shape) into `root` in `fmt`; returns
+    the path to give `owl serve --review`: COCO annotations.json, YOLO data.yaml, VOC the folder."""
     boxes = BOXES if boxes is None else boxes
+    classes = CLASSES if classes is None else classes
     if fmt == "coco":
         _images(root / "images")
         images, annotations = [], []
@@ -46,14 +49,14 @@ def make_dataset(root: Path, fmt: str, boxes: dict | None = None) -> Path:
                     {
                         "id": len(annotations) + 1,
                         "image_id": i + 1,
-                        "category_id": CLASSES.index(label) + 1,
+                        "category_id": classes.index(label) + 1,
                         "bbox": [x0, y0, x1 - x0, y1 - y0],
                         "area": (x1 - x0) * (y1 - y0),
                         "iscrowd": 0,
                         "score": score,
                     }
                 )
-        categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(classes)]
         path = root / "annotations.json"
         data = {"images": images, "annotations": annotations, "categories": categories}
         path.write_text(json.dumps(data))
@@ -65,15 +68,13 @@ def make_dataset(root: Path, fmt: str, boxes: dict | None = None) -> Path:
             if not items:
                 continue  # no label file: an image without objects
             lines = [
-                f"{CLASSES.index(label)} {(x0 + x1) / 2 / SIZE} {(y0 + y1) / 2 / SIZE} "
+                f"{classes.index(label)} {(x0 + x1) / 2 / SIZE} {(y0 + y1) / 2 / SIZE} "
                 f"{(x1 - x0) / SIZE} {(y1 - y0) / SIZE}\n"
                 for (x0, y0, x1, y1), label, _ in items
             ]
             (root / "labels" / name.replace(".png", ".txt")).write_text("".join(lines))
         path = root / "data.yaml"
-        path.write_text(
-            "train: images\nval: images\nnames: [red circle, blue square, green triangle]\n"
-        )
+        path.write_text(f"train: images\nval: images\nnames: [{', '.join(classes)}]\n")
         return path
     assert fmt == "voc"
     _images(root / "JPEGImages")

@@ -6,7 +6,7 @@
 "use strict";
 
 const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324"];
-const MAX_W = 760, MAX_H = 560; // the canvas fits in this, in CSS pixels
+const MAX_W = 640, MAX_H = 480; // the canvas fits in this, in CSS pixels
 const HANDLE = 7; // corner grab distance, CSS pixels
 
 const state = (window.reviewState = {
@@ -42,10 +42,26 @@ function setMessage(text, isError = false) {
   $("message").className = isError ? "error" : "";
 }
 
-function persist() {
-  localStorage.setItem(storeKey(), JSON.stringify({ edits: state.edits }));
+// Unsaved edits are kept per image ("owl-review:<data set id>:<key>"), so two tabs editing
+// different images never overwrite each other's stored edits.
+function persist(key) {
+  if (key !== undefined) {
+    const name = `${storeKey()}:${key}`;
+    if (state.edits[key]) localStorage.setItem(name, JSON.stringify(state.edits[key]));
+    else localStorage.removeItem(name);
+  }
   const n = Object.keys(state.edits).length;
   $("unsaved").textContent = n ? `${n} unsaved image${n > 1 ? "s" : ""}` : "all saved";
+}
+
+function restore() {
+  const prefix = storeKey() + ":";
+  for (let i = 0; i < localStorage.length; i++) {
+    const name = localStorage.key(i);
+    if (!name.startsWith(prefix)) continue;
+    const key = Number(name.slice(prefix.length));
+    if (byKey(key)) state.edits[key] = JSON.parse(localStorage.getItem(name));
+  }
 }
 
 // One change to the current image's boxes: snapshot for undo, apply, store, redraw.
@@ -55,7 +71,7 @@ function edit(change) {
   const boxes = clone(boxesOf(im));
   change(boxes);
   state.edits[im.key] = { version: state.edits[im.key] ? state.edits[im.key].version : im.version, boxes };
-  persist();
+  persist(im.key);
   render();
 }
 
@@ -66,7 +82,8 @@ function undo() {
   else delete state.edits[last.key];
   const at = state.data.images.findIndex((im) => im.key === last.key);
   if (at >= 0) state.index = at;
-  persist();
+  persist(last.key);
+  loadImage();
   render();
 }
 
@@ -177,11 +194,11 @@ async function save() {
       const at = state.data.images.findIndex((im) => im.key === saved.key);
       if (at >= 0) state.data.images[at] = saved;
       delete state.edits[saved.key];
+      persist(saved.key);
     }
     state.saves++;
     state.undo = [];
     hideConflicts();
-    persist();
     render();
     setMessage(`saved ${body.saved} image${body.saved === 1 ? "" : "s"} in ${state.data.format} (save ${body.saves}; log ${body.log})`);
   } catch (e) {
@@ -207,9 +224,9 @@ function keepMine() {
   for (const theirs of state.conflicts) {
     if (state.edits[theirs.key]) state.edits[theirs.key].version = theirs.version;
     replaceImage(theirs);
+    persist(theirs.key);
   }
   hideConflicts();
-  persist();
   save();
 }
 
@@ -218,9 +235,9 @@ function takeTheirs() {
   for (const theirs of state.conflicts) {
     delete state.edits[theirs.key];
     replaceImage(theirs);
+    persist(theirs.key);
   }
   hideConflicts();
-  persist();
   render();
   setMessage("took the saved version of those images");
 }
@@ -411,10 +428,7 @@ async function start() {
     state.data = body;
     $("dataset").textContent = `${body.name} (${body.format}, ${body.classes.length} classes)`;
     $("who").value = localStorage.getItem("owl-review-who") || body.who;
-    const stored = JSON.parse(localStorage.getItem(storeKey()) || "{}");
-    for (const [key, e] of Object.entries(stored.edits || {})) {
-      if (byKey(Number(key))) state.edits[key] = e;
-    }
+    restore();
     state.restored = Object.keys(state.edits).length;
     persist();
     setMessage(state.restored ? `restored ${state.restored} unsaved image(s) from this browser; press s to save them` : body.line);
