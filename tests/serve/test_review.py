@@ -278,3 +278,68 @@ def test_guard_refuses_foreign_host_and_origin_and_keys_are_not_paths(tmp_path):
     assert call(app, "GET", "/review/v1/images/..%2Fannotations.json").status_code in (404, 422)
     assert call(app, "GET", "/review/v1/images/7").status_code == 404
     assert call(app, "GET", "/review/v1/images/0").content[:4] == b"\x89PNG"
+
+
+def test_move_and_accept_are_logged_and_a_persons_box_gets_score_1(tmp_path):
+    path = make_dataset(tmp_path, "coco")
+    app = open_app(path)
+    images = by_name(dataset(app))
+    a, b = images["a.png"], images["b.png"]
+    moved = [dict(x) for x in a["boxes"]]
+    moved[0]["box"] = [16.0, 8.0, 48.0, 40.0]  # red circle 8 px right (the page sends score 1)
+    moved[0]["score"] = 1.0
+    accepted = [dict(b["boxes"][0], score=1.0)]
+    edits = [
+        {"key": a["key"], "version": a["version"], "boxes": moved},
+        {"key": b["key"], "version": b["version"], "boxes": accepted},
+    ]
+    r = call(app, "POST", "/review/v1/save", json={"who": "bo", "images": edits})
+    assert r.status_code == 200 and r.json()["saved"] == 2, r.text
+    coco = json.loads(path.read_text())
+    rows = sorted((a["image_id"], a["bbox"], round(a["score"], 6)) for a in coco["annotations"])
+    assert rows == [
+        (1, [16.0, 8.0, 32.0, 32.0], 1.0),
+        (1, [48.0, 48.0, 48.0, 56.0], 0.3),
+        (1, [64.0, 8.0, 56.0, 24.0], 0.6),
+        (2, [16.0, 32.0, 48.0, 40.0], 1.0),
+    ]
+    log = [
+        json.loads(x) for x in (tmp_path / "annotations.review-log.jsonl").read_text().splitlines()
+    ]
+    assert [(r["image"], r["action"], r["who"], r["save"]) for r in log] == [
+        ("a.png", "move", "bo", 1),
+        ("b.png", "accept", "bo", 1),
+    ]
+    assert log[0]["before"]["box"] == [8.0, 8.0, 40.0, 40.0] and log[0]["after"]["box"] == [
+        16.0,
+        8.0,
+        48.0,
+        40.0,
+    ]
+    # Saving the same boxes again changes nothing and logs nothing.
+    images = by_name(r.json())
+    same = [
+        {"key": im["key"], "version": im["version"], "boxes": im["boxes"]} for im in images.values()
+    ]
+    r = call(app, "POST", "/review/v1/save", json={"who": "bo", "images": same})
+    assert r.status_code == 200 and r.json()["saved"] == 0
+    assert len((tmp_path / "annotations.review-log.jsonl").read_text().splitlines()) == 2
+
+
+def test_cli_serves_the_review_page_without_a_model(tmp_path):
+    from conftest import start_server, stop_server
+
+    path = make_dataset(tmp_path, "voc")
+    server = start_server("--review", str(path), timeout=60)
+    try:
+        import urllib.request
+
+        with urllib.request.urlopen(server.url + "/review/v1/dataset", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["format"] == "voc" and len(body["images"]) == 3
+        with urllib.request.urlopen(server.url + "/", timeout=10) as r:
+            assert b"/static/review.js" in r.read()
+    finally:
+        code, err = stop_server(server)
+    assert code == 130, err
+    assert f"edit log {path / 'review-log.jsonl'}" in err, err

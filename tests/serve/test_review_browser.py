@@ -2,7 +2,7 @@
 real uvicorn server: open a scored COCO set (the low-score image comes first), relabel, delete
 and draw with the keyboard and the mouse, reload (the unsaved edits come back from
 localStorage), save and read the file back with supervision; then a second tab's stale save is
-refused (409) and the page says so. With OWL_REVIEW_SCREENSHOT=docs/review.png the page, with
+refused (409) and the page says so. A box moved with the mouse is saved too. With OWL_REVIEW_SCREENSHOT=docs/review.png the page, with
 the edits made, is also written there (the README's picture)."""
 
 from __future__ import annotations
@@ -145,9 +145,20 @@ def test_review_page_edits_survive_a_reload_save_and_a_stale_tab_gets_409(browse
         second = driver.current_window_handle
 
         driver.switch_to.window(first)
+        # Move c.png's hexagon with the mouse: 8 px left, 8 px down.
+        keys(driver, "n")
+        wait_for(driver, "reviewState.index === 2")
+        canvas = driver.find_element(By.ID, "canvas")
+        ActionChains(driver).move_to_element_with_offset(canvas, *offset(101, 40)) \
+            .click_and_hold().move_to_element_with_offset(canvas, *offset(93, 48)) \
+            .release().perform()  # fmt: skip
+        wait_for(driver, "Object.keys(reviewState.edits).length === 2")
+        [(label, moved, score)] = current_boxes(driver)
+        assert label == "blue hexagon" and score == 1
+        assert max(abs(a - b) for a, b in zip(moved, [70, 28, 116, 69], strict=True)) < 1.0, moved
         keys(driver, "s")
         wait_for(driver, "reviewState.saves === 1 && Object.keys(reviewState.edits).length === 0")
-        assert "saved 1 image" in driver.find_element(By.ID, "message").text
+        assert "saved 2 images" in driver.find_element(By.ID, "message").text
         expected = [
             ([4.0, 73.0, 49.0, 121.0], "purple hexagon"),
             ([81.0, 100.0, 105.0, 125.0], "red circle"),
@@ -156,6 +167,11 @@ def test_review_page_edits_survive_a_reload_save_and_a_stale_tab_gets_409(browse
         triangle = [b for b, label in found["a.png"] if label == "purple triangle"]
         assert [x for x in found["a.png"] if x[1] != "purple triangle"] == expected
         assert found["b.png"] == [([84.0, 12.0, 124.0, 46.0], "red star")]
+        [(box, label)] = found["c.png"]
+        assert (
+            label == "blue hexagon"
+            and max(abs(a - b) for a, b in zip(box, moved, strict=True)) < 1e-3
+        )
         assert (
             len(triangle) == 1
             and max(abs(a - b) for a, b in zip(triangle[0], DRAWN, strict=True)) < 1.0
