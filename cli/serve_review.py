@@ -36,6 +36,14 @@ def serve_review(
     except ReviewError as e:
         raise UsageFailure(f"--review: {e}") from None
     write_line(f"owl serve --review: {session.line}", err=True)
+    if session.note:
+        write_line(f"note: {session.note}", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        write_line(
+            f"warning: bound to {host}: anyone who can reach this machine on port {port} can "
+            "edit this data set (there is no login)",
+            err=True,
+        )
     folder = session.files[0].parent if session.files else session.source.annotations.parent
     if not os.access(folder, os.W_OK):
         write_line(

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from owl.data.annotations import load_json
 from owl.data.coco import PROBLEMS, DatasetError, Example, relative_image_name
 from owl.data.formats import (
     DatasetSource,
@@ -152,6 +154,15 @@ class ReviewSession:
         self.lock = threading.Lock()
         root = self.source.images or self.source.annotations.parent
         self.image_names = [self._display_name(ex, root) for ex in self.examples]
+        self.dropped = self._coco_extras() if self.source.format == "coco" else []
+        self.backup = self.source.annotations.with_name(self.source.annotations.name + ".orig")
+        self.note = (
+            f"saving rewrites {self.source.annotations.name} in owl's COCO form, without "
+            f"{', '.join(self.dropped)}; the file as it was is kept as {self.backup.name} "
+            "on the first save"
+            if self.dropped
+            else ""
+        )
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -174,6 +185,31 @@ class ReviewSession:
                     relative_image_name(ex, self.source.images)
                 except ValueError as e:
                     raise ReviewError(f"{self.source.annotations}: {e}") from None
+
+    def _coco_extras(self) -> list[str]:
+        """What of the COCO file owl's writer does not write back (other fields, category ids
+        other than 1..C, names other than their canonical form, annotation ids)."""
+        data = load_json(self.source.annotations)
+        kept = {
+            "": {"images", "annotations", "categories"},
+            "images": {"id", "file_name", "width", "height"},
+            "annotations": {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "score"},
+            "categories": {"id", "name"},
+        }
+        out = sorted(set(data) - kept[""])
+        for part in ("images", "annotations", "categories"):
+            extra = set().union(*(set(d) for d in data[part] if isinstance(d, dict))) - kept[part]
+            out += [f"{part}.{k}" for k in sorted(extra)]
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        if [c["id"] for c in cats] != list(range(1, len(cats) + 1)):
+            out.append("the category ids (renumbered 1..C)")
+        if [c["name"] for c in cats] != list(self.class_names):
+            out.append("the category names as written (canonical form)")
+        if [a.get("id") for a in data["annotations"]] != list(
+            range(1, len(data["annotations"]) + 1)
+        ):
+            out.append("the annotation ids (renumbered 1..N)")
+        return out
 
     def _boxes_of(self, ex: Example) -> list[Box]:
         scores = ex.scores if ex.scores is not None else [None] * len(ex.labels)
@@ -212,6 +248,7 @@ class ReviewSession:
                 "name": self.name,
                 "format": self.source.format,
                 "line": self.line,
+                "note": self.note,
                 "classes": list(self.class_names),
                 "scored": self.scored,
                 "who": getpass.getuser(),
@@ -342,6 +379,8 @@ class ReviewSession:
             groups = [keys] if self.source.format == "coco" else [[k] for k in keys]
             done: list[int] = []
             try:
+                if self.dropped and not self.backup.exists():
+                    shutil.copy2(self.source.annotations, self.backup)
                 for group in groups:
                     for path in rewrite_examples(self.source, examples, self.class_names, group):
                         self.seen[path] = _stat(path)

@@ -343,3 +343,29 @@ def test_cli_serves_the_review_page_without_a_model(tmp_path):
         code, err = stop_server(server)
     assert code == 130, err
     assert f"edit log {path / 'review-log.jsonl'}" in err, err
+
+
+def test_coco_fields_the_writer_drops_are_named_and_the_original_is_kept(tmp_path):
+    path = make_dataset(tmp_path, "coco")
+    data = json.loads(path.read_text())
+    data["info"] = {"year": 2026}
+    data["categories"][0]["supercategory"] = "shape"
+    path.write_text(json.dumps(data))
+    original = path.read_bytes()
+    app = open_app(path)
+    body = dataset(app)
+    assert body["note"] == (
+        "saving rewrites annotations.json in owl's COCO form, without info, "
+        "categories.supercategory; the file as it was is kept as annotations.json.orig on the "
+        "first save"
+    )
+    a = by_name(body)["a.png"]
+    r = call(app, "POST", "/review/v1/save", json={"who": "ann", "images": [edited_a(a)]})
+    assert r.status_code == 200
+    backup = tmp_path / "annotations.json.orig"
+    assert backup.read_bytes() == original
+    a = by_name(r.json())["a.png"]
+    r = call(app, "POST", "/review/v1/save",
+             json={"who": "ann", "images": [{**a, "boxes": []}]})  # fmt: skip
+    assert r.status_code == 200 and backup.read_bytes() == original  # kept, not overwritten
+    assert "info" not in json.loads(path.read_text())

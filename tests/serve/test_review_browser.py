@@ -1,9 +1,10 @@
 """The review page in headless chromium (the driver of tests/serve/test_browser.py) against a
 real uvicorn server: open a scored COCO set (the low-score image comes first), relabel, delete
 and draw with the keyboard and the mouse, reload (the unsaved edits come back from
-localStorage), save and read the file back with supervision; then a second tab's stale save is
-refused (409) and the page says so. A box moved with the mouse is saved too. With OWL_REVIEW_SCREENSHOT=docs/review.png the page, with
-the edits made, is also written there (the README's picture)."""
+localStorage), move a box with the mouse, save and read the file back with supervision; then a
+second tab's stale save is refused (409) and the page says so. With
+OWL_REVIEW_SCREENSHOT=docs/review.png the page, with the edits made, is also written there (the
+README's picture)."""
 
 from __future__ import annotations
 

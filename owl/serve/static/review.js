@@ -431,7 +431,8 @@ async function start() {
     restore();
     state.restored = Object.keys(state.edits).length;
     persist();
-    setMessage(state.restored ? `restored ${state.restored} unsaved image(s) from this browser; press s to save them` : body.line);
+    setMessage(state.restored ? `restored ${state.restored} unsaved image(s) from this browser; press s to save them`
+      : body.note || body.line);
     loadImage();
   } catch (e) {
     setMessage(`cannot load the data set: ${e.message}`, true);
