@@ -251,7 +251,7 @@ class ReviewSession:
                 "note": self.note,
                 "classes": list(self.class_names),
                 "scored": self.scored,
-                "who": getpass.getuser(),
+                "who": _user(),
                 "log": self.log_path.name,
                 "saves": self.saves,
                 "images": [self._image(i) for i in self.order()],
@@ -354,7 +354,13 @@ class ReviewSession:
             parsed = [self._parse(item) for item in items]
             if len({k for k, _, _ in parsed}) != len(parsed):
                 raise ReviewError("an image is listed twice in one save")
-            stale = [k for k, base, _ in parsed if base != self.versions[k]]
+            # Stale and different from what the server holds: a conflict. Stale but equal (both
+            # sides made the same edit, or an earlier save got half-way) is no conflict.
+            stale = [
+                k
+                for k, base, boxes in parsed
+                if base != self.versions[k] and _content(boxes) != _content(self.boxes[k])
+            ]
             if stale:
                 names = ", ".join(self.image_names[k] for k in stale[:5])
                 raise Conflict(
@@ -363,8 +369,9 @@ class ReviewSession:
                     [self._image(k) for k in stale],
                 )
             changed = [
-                (k, boxes) for k, _, boxes in parsed if version_of(boxes) != self.versions[k]
+                (k, boxes) for k, _, boxes in parsed if _content(boxes) != _content(self.boxes[k])
             ]
+
             self._check_disk([k for k, _ in changed])
             now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             records = []
@@ -500,6 +507,19 @@ class ReviewSession:
         text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(text)
+
+
+def _content(boxes: Sequence[Box]) -> list[tuple]:
+    """An image's boxes without their ids, in order: what a save writes."""
+    return [(b.label, b.box, b.score) for b in boxes]
+
+
+def _user() -> str:
+    """The server's user name, the page's default reviewer."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "reviewer"
 
 
 def _stored(value: float, digits: int = 2) -> float:

@@ -137,6 +137,9 @@ def test_a_stale_save_is_refused_with_409_and_other_images_still_save(tmp_path):
     r = call(app, "POST", "/review/v1/save", json={"who": "one", "images": [edited_a(a1)]})
     assert r.status_code == 200
     saved = (tmp_path / "labels/a.txt").read_bytes()
+    # The same edit from the old version is no conflict (nothing to overwrite): saved 0.
+    r = call(app, "POST", "/review/v1/save", json={"who": "two", "images": [edited_a(a2)]})
+    assert r.status_code == 200 and r.json()["saved"] == 0
     # Tab 2 deletes every box of a.png, from the version before tab 1's save: refused.
     stale = {"key": a2["key"], "version": a2["version"], "boxes": []}
     r = call(app, "POST", "/review/v1/save", json={"who": "two", "images": [stale]})

@@ -125,7 +125,7 @@ function acceptSelected() {
 }
 
 function acceptAll() {
-  edit((boxes) => boxes.forEach(human));
+  if (state.data.scored && boxesOf(image()).some((b) => b.score !== 1)) edit((boxes) => boxes.forEach(human));
   go(1);
 }
 
