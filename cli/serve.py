@@ -36,6 +36,7 @@ Examples:
   owl serve --model shapes-tiny                 then open http://127.0.0.1:8000
   owl serve --model owlv2-b16 --port 8080 --max-upload-mb 64
   owl serve --host 0.0.0.0 --allow-host mybox.lan   reachable from the network (no login!)
+  owl serve --review labels/annotations.json    review and correct a data set (docs/review.md)
 
 """
 
@@ -80,6 +81,19 @@ def check_serve_extra() -> None:
     help="An `owl index` collection (built with this model) to search with POST /v1/search; needs "
     "the [search] extra.",
 )  # fmt: skip
+@click.option(
+    "--review", "review", metavar="DATASET", default=None,
+    help="Review and correct a COCO, YOLO or VOC data set (e.g. `owl label`'s output) instead of "
+    "detecting: no model is loaded (docs/review.md).",
+)  # fmt: skip
+@click.option(
+    "--review-images", metavar="DIR", default=None,
+    help="With --review: the image folder of a COCO JSON without images/ beside it.",
+)  # fmt: skip
+@click.option(
+    "--review-split", metavar="NAME", default="train", show_default=True,
+    help="With --review: the YOLO data.yaml split, or an `owl label --split` folder's split.",
+)  # fmt: skip
 @max_pixels_option
 @backend_option
 @precision_option
@@ -96,6 +110,9 @@ def serve(
     max_upload_mb: float,
     cache_images: int,
     index_path: str | None,
+    review: str | None,
+    review_images: str | None,
+    review_split: str,
     max_image_pixels: int,
     backend: str,
     precision: str,
@@ -110,6 +127,16 @@ def serve(
     Ctrl-C stops the server.
     """
     check_serve_extra()
+    if review is not None:
+        from owl.cli.serve_review import serve_review
+
+        extra = () if host in ("0.0.0.0", "::") else (host,)
+        serve_review(
+            review, review_images, review_split, host=host, port=port,
+            allowed_hosts=(*extra, *allow_hosts), max_body_bytes=int(max_upload_mb * 2**20),
+            quiet=quiet, uvicorn_config=uvicorn_config,
+        )  # fmt: skip
+        return
     if index_path is not None:
         check_extra("serve --index", "search", SEARCH_EXTRA_MODULES, "search")
         if not Path(index_path).is_file():

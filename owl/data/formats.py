@@ -35,6 +35,7 @@ from owl.data.coco import (
     load_detection_dataset,
     write_coco_instances,
 )
+from owl.files import atomic_write
 from owl.text.prompts import canonicalize
 
 FORMATS = ("coco", "yolo", "voc")
@@ -101,6 +102,62 @@ def _remove(dataset: DetectionDataset, names: Iterable[str | int]) -> DetectionD
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class DatasetSource:
+    """Where a data set's annotations and images are, as `resolve_dataset` found them.
+
+    Attributes:
+        format: "coco", "yolo" or "voc".
+        annotations: COCO: the JSON file; YOLO: data.yaml or the folder with classes.txt; VOC:
+            the folder of XML files.
+        images: the image folder (COCO: always set; VOC: optional; YOLO: None, data.yaml names
+            the folders).
+        split: the YOLO data.yaml key that was read.
+        how: "auto-detected from PATH" or "as configured", for the start line.
+    """
+
+    format: str
+    annotations: Path
+    images: Path | None
+    split: str
+    how: str
+
+
+def resolve_dataset(
+    annotations: str | os.PathLike,
+    images: str | os.PathLike | None = None,
+    *,
+    format: str = "auto",
+    split: str = "train",
+) -> DatasetSource:
+    """Finds a data set's format and files (see `load_dataset` for the arguments).
+
+    Raises:
+        DatasetError: an unknown format, or a path that is no data set.
+    """
+    path = Path(annotations)
+    chosen = detect_dataset_format(path) if format == "auto" else format
+    if chosen not in FORMATS:
+        raise DatasetError(f"data.format must be auto, coco, yolo or voc, got {format!r}")
+    how = f"auto-detected from {path}" if format == "auto" else "as configured"
+    if chosen == "coco":
+        if path.is_dir():
+            named = path / f"annotations_{split}.json"
+            images = images or path / "images"
+            path = named if named.is_file() else path / "annotations.json"
+        if not images and (path.parent / "images").is_dir():
+            images = path.parent / "images"
+        if not images:
+            raise DatasetError(f"{path}: COCO needs the image folder (data.train_images)")
+    elif chosen == "voc":
+        path = path / "Annotations" if (path / "Annotations").is_dir() else path
+        if (path / split).is_dir() and not any(path.glob("*.xml")):
+            path = path / split
+    else:
+        images = None
+    return DatasetSource(chosen, path, Path(images) if images else None, split, how)
+
+
 def load_dataset(
     annotations: str | os.PathLike,
     images: str | os.PathLike | None = None,
@@ -133,44 +190,106 @@ def load_dataset(
     Raises:
         DatasetError: an unreadable dataset; the message names the file (and line).
     """
-    path = Path(annotations)
-    chosen = detect_dataset_format(path) if format == "auto" else format
-    if chosen not in FORMATS:
-        raise DatasetError(f"data.format must be auto, coco, yolo or voc, got {format!r}")
-    how = f"auto-detected from {path}" if format == "auto" else "as configured"
-    if chosen == "coco":
-        if path.is_dir():
-            named = path / f"annotations_{split}.json"
-            images = images or path / "images"
-            path = named if named.is_file() else path / "annotations.json"
-        if not images and (path.parent / "images").is_dir():
-            images = path.parent / "images"
-        if not images:
-            raise DatasetError(f"{path}: COCO needs the image folder (data.train_images)")
+    source = resolve_dataset(annotations, images, format=format, split=split)
+    return read_source(source, remove_categories=remove_categories, min_score=min_score, log=log)
+
+
+def read_source(
+    source: DatasetSource,
+    *,
+    remove_categories: Sequence[str | int] = (),
+    min_score: float = 0.0,
+    log: bool = True,
+) -> tuple[DetectionDataset, str]:
+    """Reads a resolved data set (the second half of `load_dataset`)."""
+    path, images = source.annotations, source.images
+    if source.format == "coco":
         dataset = load_detection_dataset(
             path, images, remove_categories=remove_categories, min_score=min_score, log=log
         )
         missing = "images without annotations have no objects"
-    elif chosen == "yolo":
+    elif source.format == "yolo":
         from owl.data.yolo import read_yolo
 
-        dataset = _remove(read_yolo(path, split, log=log), remove_categories)
+        dataset = _remove(read_yolo(path, source.split, log=log), remove_categories)
         count = dataset.report.counts.get("missing_label_file", 0) if dataset.report else 0
         missing = f"{count} images without a label file read as images with no objects"
     else:
         from owl.data.voc import read_voc
 
-        folder = path / "Annotations" if (path / "Annotations").is_dir() else path
-        if (folder / split).is_dir() and not any(folder.glob("*.xml")):
-            folder = folder / split
-        dataset = _remove(read_voc(folder, images, log=log), remove_categories)
+        dataset = _remove(read_voc(path, images, log=log), remove_categories)
         missing = "images without an XML file are not read"
     boxes = sum(len(ex.labels) for ex in dataset.examples)
     line = (
-        f"data.format = {chosen} ({how}): {len(dataset)} images, {boxes} boxes, "
+        f"data.format = {source.format} ({source.how}): {len(dataset)} images, {boxes} boxes, "
         f"{len(dataset.class_names)} classes; {missing}"
     )
     return dataset, line
+
+
+def annotation_files(source: DatasetSource, examples: Sequence[Example]) -> list[Path]:
+    """The file that holds each example's annotations, in order (what `rewrite_examples`
+    replaces): COCO: the one JSON; YOLO: the image's label file (it may not exist yet); VOC:
+    the XML file it was read from (`read_voc` numbers images 1.. in sorted file order)."""
+    if source.format == "coco":
+        return [source.annotations] * len(examples)
+    if source.format == "yolo":
+        from owl.data.yolo import label_path
+
+        return [label_path(ex.image_path) for ex in examples]
+    files = sorted(source.annotations.glob("*.xml"))
+    if len(files) != len(examples) or any(ex.image_id != i + 1 for i, ex in enumerate(examples)):
+        raise DatasetError(f"{source.annotations}: the XML files changed since they were read")
+    return files
+
+
+def rewrite_examples(
+    source: DatasetSource,
+    examples: Sequence[Example],
+    class_names: Sequence[str],
+    changed: Sequence[int],
+) -> list[Path]:
+    """Writes edited examples back into the data set they were read from, in its own format,
+    each file atomically (`owl.files.atomic_write`, through the format's writer).
+
+    Args:
+        source: where the data set was read from (`resolve_dataset`).
+        examples: every example of the data set, in the order it was read, edits applied.
+        class_names: the data set's classes (COCO category ids 1..C, YOLO indices 0..C-1).
+        changed: positions in ``examples`` of the edited ones. COCO rewrites its one JSON with
+            every example; YOLO and VOC rewrite only the label / XML files of these, so the
+            files of images nobody touched stay byte for byte (and data.yaml is never written).
+
+    Returns:
+        The files written.
+
+    Raises:
+        ValueError: a label not in ``class_names``, an image outside the COCO image folder.
+        OSError: a file could not be written (the ones before it are written, the rest not).
+    """
+    if not changed:
+        return []
+    if source.format == "coco":
+        return [
+            write_coco_instances(
+                source.annotations, examples, class_names, images_dir=source.images
+            )
+        ]
+    files = annotation_files(source, examples)
+    written = []
+    if source.format == "yolo":
+        from owl.data.yolo import write_yolo_labels
+
+        for i in changed:
+            written.append(write_yolo_labels(examples[i], class_names))
+        return written
+    from owl.data.voc import voc_xml
+
+    for i in changed:
+        with atomic_write(files[i]) as f:
+            f.write(voc_xml(examples[i]))
+        written.append(files[i])
+    return written
 
 
 def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:

@@ -238,6 +238,28 @@ def _number(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".") or "0"
 
 
+def write_yolo_labels(example: Example, class_names: Sequence[str]) -> Path:
+    """Writes one example's label file (`label_path` of its image), atomically; an image with
+    no boxes gets an empty file.
+
+    Raises:
+        ValueError: a label not in ``class_names``, or an image outside an ``images`` folder.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    lines = []
+    for box, label in zip(example.boxes.tolist(), example.labels, strict=True):
+        if label not in index:
+            raise ValueError(f"{example.image_path}: label {label!r} is not in the class names")
+        x0, y0, x1, y1 = box
+        cx, cy = (x0 + x1) / 2 / example.width, (y0 + y1) / 2 / example.height
+        w, h = (x1 - x0) / example.width, (y1 - y0) / example.height
+        lines.append(" ".join([str(index[label]), *map(_number, (cx, cy, w, h))]) + "\n")
+    out = label_path(example.image_path)
+    with atomic_write(out) as f:
+        f.write("".join(lines))
+    return out
+
+
 def write_yolo(
     root: str | os.PathLike,
     splits: Mapping[str, Sequence[Example]],
@@ -261,23 +283,13 @@ def write_yolo(
     import yaml
 
     root = Path(root)
-    index = {name: i for i, name in enumerate(class_names)}
     for split, examples in splits.items():
         images_dir = (root / "images" / split).absolute()
         for ex in examples:
             path = Path(os.path.abspath(ex.image_path))
             if images_dir not in path.parents:
                 raise ValueError(f"{ex.image_path} is not inside {images_dir}")
-            lines = []
-            for box, label in zip(ex.boxes.tolist(), ex.labels, strict=True):
-                if label not in index:
-                    raise ValueError(f"{ex.image_path}: label {label!r} is not in the class names")
-                x0, y0, x1, y1 = box
-                cx, cy = (x0 + x1) / 2 / ex.width, (y0 + y1) / 2 / ex.height
-                w, h = (x1 - x0) / ex.width, (y1 - y0) / ex.height
-                lines.append(" ".join([str(index[label]), *map(_number, (cx, cy, w, h))]) + "\n")
-            with atomic_write(label_path(path)) as f:
-                f.write("".join(lines))
+            write_yolo_labels(ex, class_names)
     named = [s for s in splits if s]
     data: dict[str, Any] = {}
     if named:
