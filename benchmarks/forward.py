@@ -5,6 +5,7 @@
     python benchmarks/forward.py --sizes                  # + the L/14 variants
     python benchmarks/forward.py --models owlv2-b16 --device gpu --owl-precision bf16 \
         --hf-dtype bfloat16                               # what benchmarks/gpu.sh runs
+    python benchmarks/forward.py --owl-backend onnx [--owl-precision int8]   # the default path
 
 Same-process timings are not comparable: XLA and torch each start a thread pool sized to the
 machine, and in one process the two pools fight over the same cores, which made the old
@@ -20,6 +21,11 @@ forwards of `--batch` images with 5 text queries: the image tower, the text towe
 all timed forwards of all rounds, the owl/transformers ratio, owl's first call with a cold
 compilation cache (round 1, a fresh cache folder) and with a warm one (later rounds), and the
 peak RSS of each process (VmHWM) (on GPU, peak device memory as well).
+
+`--owl-backend onnx` times owl's default CPU path instead (`--backend auto` with owl[export]):
+the model exported to ONNX into the cache (once, before the clock starts, as a first `owl detect`
+does) and run by ONNX Runtime: image encoder, text encoder and score graph, `--precision f32`
+or `int8` (dynamic quantization of the vision blocks' weight matmuls, owl.export.quantize).
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ save_transformers_detector(build_transformers_detector(get_variant(sys.argv[1]),
 
 _CHILD = r"""
 import json, os, statistics, sys, time
-side, weights, batch, repeats, threads, device, precision = sys.argv[1:8]
+side, weights, batch, repeats, threads, device, precision, backend = sys.argv[1:9]
 batch, repeats, threads = int(batch), int(repeats), int(threads)
 if device == "cpu":
     os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:threads]))
@@ -60,7 +66,18 @@ size = config["vision_config"]["image_size"]
 pixels = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
 ids = random_queries(5, rng)
 
-if side == "owl":
+if side == "owl" and backend == "onnx":
+    from owl.export.auto import open_backend
+    model, _ = open_backend(weights, "onnx", precision, threads=threads)
+    def forward():
+        image = model.embed_image(pixels)
+        queries = np.asarray(model.embed_text(ids), np.float32)  # [5, E]
+        return model.score(image["class_embeddings"], image["logit_shift"], image["logit_scale"], queries)
+    def device_peak():
+        return None
+    import onnxruntime
+    versions = f"onnxruntime {onnxruntime.__version__} (cpu)"
+elif side == "owl":
     import jax
     if precision == "f32":
         jax.config.update("jax_default_matmul_precision", "highest")
@@ -126,7 +143,7 @@ def machine() -> str:
 def run_child(side: str, weights: Path, args: argparse.Namespace, batch: int, env: dict) -> dict:
     precision = args.owl_precision if side == "owl" else args.hf_dtype
     cmd = [sys.executable, "-c", _CHILD, side, str(weights), str(batch), str(args.repeats)]
-    cmd += [str(args.threads), args.device, precision]
+    cmd += [str(args.threads), args.device, precision, args.owl_backend]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     if done.returncode != 0:
         raise SystemExit(f"{side} child failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -142,7 +159,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards per process")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--owl-precision", choices=["f32", "bf16"], default="f32")
+    parser.add_argument("--owl-precision", choices=["f32", "bf16", "int8"], default="f32")
+    parser.add_argument(
+        "--owl-backend",
+        choices=["jax", "onnx"],
+        default="jax",
+        help="onnx: owl's default CPU path (ONNX Runtime on the cached export)",
+    )
     parser.add_argument("--hf-dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
