@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _random_params(config):
+def random_params(config):
     import jax
 
     from owl.models.owl_vit import param_shapes
@@ -117,7 +117,7 @@ def main() -> None:
         config = get_variant(name)
         model_file = work / f"{name}.safetensors"
         export_dir = work / f"{name}-onnx"
-        params = _random_params(config)
+        params = random_params(config)
         save_owl(model_file, config, params)
         t0 = time.perf_counter()
         manifest = export_model(
