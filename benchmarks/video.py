@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,21 +29,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from machine import load_report, machine  # benchmarks/machine.py: CPU model and flags
 
 HERE = Path(__file__).resolve().parent
-
-
-def machine() -> str:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    return f"cpu: {cpu}, {os.cpu_count()} cores; {load}"
 
 
 def track(args) -> None:
@@ -171,7 +158,7 @@ def fps(args) -> None:
         for _ in range(args.repeats):
             for name, argv in runs.items():
                 times[name].append(_owl(argv)[0])
-        print(machine())
+        print(f"machine: {machine()}; {load_report()}")
         print(
             f"{args.model}: {args.frames} frames {args.size}x{args.size}, batch {args.batch_size}"
         )
@@ -218,7 +205,7 @@ def rss(args) -> None:
                 f"  {label:7s} {n:6d} frames {width}x{height}: peak RSS {peak:.0f} MiB, {t:.1f} s"
             )
         a, b = results.values()
-        print(machine())
+        print(f"machine: {machine()}; {load_report()}")
         print(f"  peak RSS difference long - short: {b - a:+.0f} MiB")
 
 
