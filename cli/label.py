@@ -242,7 +242,8 @@ def label(
         splits = ", ".join(f"{k or 'all'} {v}" for k, v in run.splits.items())
         write_line(
             f"labelled {run.num_images} images ({run.resumed} from the resume log, {run.new} "
-            f"new; {splits}): {run.num_boxes} boxes, {len(run.class_names)} classes",
+            f"new; {splits}): {run.num_boxes} box{'es' * (run.num_boxes != 1)}, "
+            f"{len(run.class_names)} class{'es' * (len(run.class_names) != 1)}",
             err=True,
         )
         for path in run.written:
