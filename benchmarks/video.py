@@ -1,7 +1,7 @@
 """Video benchmark: tracking quality, throughput against images, peak memory against length.
 
   python benchmarks/video.py track  [--seeds 0 1 2 3 4] [--frames 600]
-        [--high 0.3 0.4 --min-iou 0.1 0.02 --min-frames 1 2]   (a sweep: medians only)
+        [--high 0.3 0.4 --min-iou 0.1 0.02 --min-frames 1 2 --relink 0 10]   (a sweep: medians)
       ShapesWorld videos (4 objects: bounces, crossings, one entering, one leaving), shapes-tiny,
       text queries = the objects' names, NMS on; each tracker of `trackers` (ByteTrack, OC-SORT,
       BoT-SORT) over the same detections, scored by py-motmetrics against the true tracks.
@@ -46,7 +46,9 @@ def track(args) -> None:
     from owl.video.tracking import TRACKERS, Tracker, TrackerOptions
 
     detector = Detector("shapes-tiny", batch_size=8)
-    combos = list(itertools.product(TRACKERS, args.high, args.min_iou, args.min_frames))
+    combos = list(
+        itertools.product(TRACKERS, args.high, args.min_iou, args.min_frames, args.relink)
+    )
     table: dict[tuple, list[dict]] = {c: [] for c in combos}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:
@@ -61,8 +63,10 @@ def track(args) -> None:
                 )
             ]
             for combo in combos:
-                method, high, min_iou, min_frames = combo
-                options = TrackerOptions(method, high, min_iou=min_iou, min_frames=min_frames)
+                method, high, min_iou, min_frames, relink = combo
+                options = TrackerOptions(
+                    method, high, min_iou=min_iou, min_frames=min_frames, relink_seconds=relink
+                )
                 tracker = Tracker(options, frame_rate=spec.fps)
                 writer = MotWriter(Path(tmp) / f"{seed}.mot.txt")
                 for d in frames:
@@ -79,11 +83,15 @@ def track(args) -> None:
                         f"tracks {s['tracks']}",
                         flush=True,
                     )
-    print(f"median over seeds {args.seeds} (method, high threshold, min IoU, min frames):")
+    print(
+        f"median over seeds {args.seeds} (method, high threshold, min IoU, min frames, "
+        "re-link seconds):"
+    )
     for combo, rows in table.items():
         med = {k: statistics.median(r[k] for r in rows) for k in ("idf1", "mota", "num_switches")}
         print(
-            f"  {combo[0]:9s} {combo[1]:.2f} {combo[2]:.2f} {combo[3]}  IDF1 {med['idf1']:.3f}  "
+            f"  {combo[0]:9s} {combo[1]:.2f} {combo[2]:.2f} {combo[3]} {combo[4]:4.1f}  "
+            f"IDF1 {med['idf1']:.3f}  "
             f"MOTA {med['mota']:.3f}  IDsw {med['num_switches']:.0f}  "
             f"(worst seed IDF1 {min(r['idf1'] for r in rows):.3f})"
         )
@@ -221,6 +229,7 @@ def main() -> None:
     p.add_argument("--high", type=float, nargs="+", default=[0.3])
     p.add_argument("--min-iou", type=float, nargs="+", default=[0.02])
     p.add_argument("--min-frames", type=int, nargs="+", default=[2])
+    p.add_argument("--relink", type=float, nargs="+", default=[10.0], help="re-link seconds")
     p = sub.add_parser("fps")
     p.add_argument("--model", default="shapes-tiny")
     p.add_argument("--frames", type=int, default=120)
