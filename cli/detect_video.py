@@ -248,6 +248,7 @@ def _one_video(detector, query_set, info, selection, run, *, writer, save_stem, 
                detect_options, counts) -> str | None:  # fmt: skip
     """One video through the detector; the summary line is printed here. Returns an error line."""
     from owl.video.detect import detect_video
+    from owl.video.outputs import draw_tracked
     from owl.video.reader import read_frames
     from owl.video.tracking import Tracker, TrackerOptions
 
@@ -286,7 +287,7 @@ def _one_video(detector, query_set, info, selection, run, *, writer, save_stem, 
             else:
                 write_line(_format_frame(info.path, result))
             if drawn is not None:
-                image = _draw(result)
+                image = draw_tracked(result.image, result.detections)
                 drawn.write(image)
                 if run.save_frames:
                     from PIL import Image
@@ -312,21 +313,6 @@ def _one_video(detector, query_set, info, selection, run, *, writer, save_stem, 
     if reader.error is not None:
         return f"{reader.error} ({detected} frames detected before it)"
     return None
-
-
-def _draw(result) -> Any:
-    """The frame with boxes; tags read "#ID label score" for tracked boxes."""
-    import numpy as np
-
-    from owl.inference.draw import draw_detections
-
-    d = result.detections
-    ids = d.data.get("track_id")
-    if ids is not None:
-        labels = [f"#{int(i)} {label}" if i >= 0 else str(label)
-                  for i, label in zip(ids, d.labels, strict=True)]  # fmt: skip
-        d = dataclasses.replace(d, labels=labels)
-    return np.asarray(draw_detections(result.image, d))
 
 
 def _format_frame(video: str, result) -> str:

@@ -22,6 +22,7 @@ video and a reader never sees half a file.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -72,6 +73,18 @@ def frame_record(detections: Detections) -> dict[str, Any]:
         "video": meta.get("path"), "frame": meta.get("frame"), "timestamp": meta.get("timestamp"),
         "width": meta.get("width"), "height": meta.get("height"), "detections": rows,
     }  # fmt: skip
+
+
+def draw_tracked(image: np.ndarray, detections: Detections) -> np.ndarray:
+    """The frame with its boxes drawn; tags read "#ID label score" for tracked boxes."""
+    from owl.inference.draw import draw_detections
+
+    ids = _track_ids(detections)
+    if ids is not None:
+        labels = [f"#{int(i)} {label}" if i >= 0 else str(label)
+                  for i, label in zip(ids, detections.labels, strict=True)]  # fmt: skip
+        detections = dataclasses.replace(detections, labels=labels)
+    return np.asarray(draw_detections(image, detections))
 
 
 class _StreamWriter:
@@ -169,6 +182,7 @@ __all__ = [
     "CsvWriter",
     "JsonlWriter",
     "MotWriter",
+    "draw_tracked",
     "frame_record",
     "open_video_output",
     "read_mot",
