@@ -82,8 +82,8 @@ def _responses(ok: type[BaseModel] | None, *statuses: int) -> dict:
 
 STATUS_MEANING = {
     400: "the body cannot be used: not JSON (or empty), not valid Unicode, a non-finite number, text over "
-    "1000 characters or 16 tokens, a box outside its image, no readable image, or a "
-    "Content-Length that is bad or comes with Transfer-Encoding",
+    "1000 characters or 16 tokens, a box outside its image, no readable image, a search with "
+    "no query, or a Content-Length that is bad or comes with Transfer-Encoding",
     403: "a foreign Host or Origin header (see --allow-host)",
     404: "an image id the server does not hold (or, for /v1/search, no --index)",
     411: "a body without Content-Length (chunked uploads are not accepted)",
@@ -434,7 +434,8 @@ _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
     """`api.openapi` with what pydantic cannot say on its own: an embedding holds exactly this
     model's `embed_dim` values, each form `query` is at most MAX_TEXT_CHARS characters and not
-    blank, and the `options` form field is a DetectOptions as JSON."""
+    blank, an uploaded file is not empty, and the `options` form field is a DetectOptions as
+    JSON."""
     plain = api.openapi
 
     def openapi() -> dict:
@@ -445,6 +446,7 @@ def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
             embedding.update(minItems=embed_dim, maxItems=embed_dim)
             form = parts["Body_detect_v1_detect_post"]["properties"]
             form["query"]["items"].update(maxLength=MAX_TEXT_CHARS, pattern=NOT_BLANK)
+            form["images"]["items"]["minLength"] = 1  # an empty file is refused (400)
             # The `options` string is a DetectOptions as JSON (OpenAPI 3.1: contentSchema).
             form["options"].update(
                 contentMediaType="application/json",

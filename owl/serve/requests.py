@@ -185,7 +185,12 @@ class SearchRequest(DetectOptions):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{"queries": ["red circle@0.3"], "top": 2, "negatives": ["red square"]}]
+            "examples": [{"queries": ["red circle@0.3"], "top": 2, "negatives": ["red square"]}],
+            # At least one query of some kind: a search for nothing is refused (400).
+            "anyOf": [
+                {"required": [field], "properties": {field: {"minItems": 1}}}
+                for field in ("queries", "exemplars", "embeddings")
+            ],
         }
     )
 

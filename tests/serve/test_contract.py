@@ -75,6 +75,9 @@ def test_1_detect_requires_images(app, schema):
     r = call(app, "POST", "/v1/detect", data={"query": "red circle"})
     assert (r.status_code, r.json()) == (422, {"error": "images: Field required"})
     assert documented(schema, "post", "/v1/detect", 422)
+    assert form["properties"]["images"]["items"]["minLength"] == 1  # no empty file
+    r = call(app, "POST", "/v1/detect", files={"images": ("a.png", b"")})
+    assert r.status_code == 400 and "the file is empty (0 bytes)" in r.json()["error"]
 
 
 def test_2_embed_query_needs_one_exemplar(app, schema):
@@ -148,6 +151,15 @@ def test_a_blank_query_is_refused_as_the_schema_says(app, schema, path, body, fi
     r = call(app, "POST", "/v1/detect", files={"images": ("a.png", EXAMPLE.read_bytes())},
              data={"query": " "})  # fmt: skip
     assert r.status_code == 400 and r.json()["error"].startswith("query.0: text is empty")
+
+
+def test_a_search_needs_a_query_of_some_kind_as_the_schema_says(schema):
+    search = body_schema(schema, "/v1/search")
+    assert search["anyOf"] == [
+        {"required": [f], "properties": {f: {"minItems": 1}}}
+        for f in ("queries", "exemplars", "embeddings")
+    ]  # the handler's 400 "give at least one query": tests/serve/test_api.py
+    assert "no query" in documented(schema, "post", "/v1/search", 400)["description"]
 
 
 def test_6_search_without_an_index_is_a_documented_404(app, schema):
