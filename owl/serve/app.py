@@ -9,9 +9,10 @@ the text-length checks and writing uploads happen outside it.
 The schema (/openapi.json) is the contract: every route lists each status it can answer, each
 with its model (request bodies: `owl.serve.requests`; answers: `owl.serve.answers`), and every
 error, whoever raises it (a route, request validation, routing, the Guard), has the one shape
-`{"error": "one line"}`. 400: the body cannot be used (not JSON, not valid Unicode, a number
-that is not finite, text over the length cap, a query over the token limit, a box outside its
-image, no readable image); 422: a field is missing, of the wrong type or out of its range.
+`{"error": "one line"}`. 400: the body cannot be used (not JSON or empty, not valid Unicode, a
+number that is not finite, text over the length cap, a query over the token limit, a box outside
+its image, no readable image, a search with no query); 422: a field is missing, of the wrong type
+or out of its range.
 """
 
 from __future__ import annotations
@@ -81,9 +82,9 @@ def _responses(ok: type[BaseModel] | None, *statuses: int) -> dict:
 
 
 STATUS_MEANING = {
-    400: "the body cannot be used: not JSON (or empty), not valid Unicode, a non-finite number, text over "
-    "1000 characters or 16 tokens, a box outside its image, no readable image, a search with "
-    "no query, or a Content-Length that is bad or comes with Transfer-Encoding",
+    400: "the body cannot be used: not JSON (or empty), not valid Unicode, a non-finite number, "
+    "text over 1000 characters or 16 tokens, a box outside its image, no readable image, a "
+    "search with no query, or a Content-Length that is bad or comes with Transfer-Encoding",
     403: "a foreign Host or Origin header (see --allow-host)",
     404: "an image id the server does not hold (or, for /v1/search, no --index)",
     411: "a body without Content-Length (chunked uploads are not accepted)",

@@ -5,8 +5,10 @@ The models are strict (no bool for an int, no string for a number), refuse unkno
 check text and numbers at the boundary, before anything is tokenised or run: text is at most
 `MAX_TEXT_CHARS` characters of valid Unicode (no lone surrogates), numbers are finite, and
 embedding values fit a float32. An integer field takes what JSON Schema calls an integer: `100`
-and `100.0` alike (JSON has one number type), never `true` or `"100"`. The error types of those boundary checks are `BAD_VALUE_ERRORS`
-(the app answers them with 400, other schema violations with 422).
+and `100.0` alike (JSON has one number type), never `true` or `"100"`. A text query holds
+something other than white space (`NOT_BLANK`, the same pattern in the schema). The error types
+of the boundary checks are `BAD_VALUE_ERRORS` (the app answers them with 400, other schema
+violations with 422).
 """
 
 from __future__ import annotations
