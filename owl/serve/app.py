@@ -6,11 +6,13 @@ decompression-bomb guard are `owl.ops.image` (through the Detector). Every model
 lock, so concurrent requests are served one after another on the model without errors; parsing,
 the text-length checks and writing uploads happen outside it.
 
-The schema (/openapi.json) is the contract: every route lists each status it can answer, and
-every error, whoever raises it (a route, request validation, routing, the Guard), has the one
-shape `{"error": "one line"}`. 400: the body cannot be used (not JSON, not valid Unicode, a number
-that is not finite, text over the length cap, a query over the token limit, a box outside its
-image, no readable image); 422: a field is missing, of the wrong type or out of its range.
+The schema (/openapi.json) is the contract: every route lists each status it can answer, each
+with its model (request bodies: `owl.serve.requests`; answers: `owl.serve.answers`), and every
+error, whoever raises it (a route, request validation, routing, the Guard), has the one shape
+`{"error": "one line"}`. 400: the body cannot be used (not JSON or empty, not valid Unicode, a
+number that is not finite, text over the length cap, a query over the token limit, a box outside
+its image, no readable image, a search with no query); 422: a field is missing, of the wrong type
+or out of its range.
 """
 
 from __future__ import annotations
@@ -36,15 +38,25 @@ from owl.inference.detector import Detector, QuerySet
 from owl.inference.outputs import JSON_VERSION, write_detections
 from owl.inference.queries import TextQuery
 from owl.ops.image import ImageLoadError
+from owl.serve.answers import (
+    CocoRow,
+    DetectAnswer,
+    DetectionsFile,
+    ErrorBody,
+    Health,
+    Models,
+    QueryEmbedding,
+)
 from owl.serve.guard import Guard
 from owl.serve.requests import (
     BAD_VALUE_ERRORS,
     MAX_TEXT_CHARS,
+    NOT_BLANK,
     DetectOptions,
     EmbedQueryRequest,
+    QueryText,
     RescoreRequest,
     SearchRequest,
-    Text,
     image_queries,
     postprocess_options,
     to_queries,
@@ -57,32 +69,30 @@ MEDIA_TYPES = {"json": "application/json", "csv": "text/csv", "coco": "applicati
 SUFFIXES = {"json": ".json", "csv": ".csv", "coco": ".coco.json"}
 
 
-FORM_QUERIES = TypeAdapter(list[Text])
+FORM_QUERIES = TypeAdapter(list[QueryText])
 
 
-class ErrorBody(BaseModel):
-    """Every error answer: one line saying what was wrong and what to do."""
-
-    error: str
-
-
-def _responses(*statuses: int) -> dict:
-    """OpenAPI `responses` entries, each with the one error model."""
-    return {s: {"model": ErrorBody, "description": STATUS_MEANING[s]} for s in statuses}
+def _responses(ok: type[BaseModel] | None, *statuses: int) -> dict:
+    """OpenAPI `responses` entries: 200 with the `ok` model (None: given by the route), each
+    error status with the one error model."""
+    out: dict = {s: {"model": ErrorBody, "description": STATUS_MEANING[s]} for s in statuses}
+    if ok is not None:
+        out[200] = {"model": ok, "description": "OK"}
+    return out
 
 
 STATUS_MEANING = {
-    400: "the body cannot be used: not JSON, not valid Unicode, a non-finite number, text over "
-    "1000 characters or 16 tokens, a box outside its image, no readable image, or a "
-    "Content-Length that is bad or comes with Transfer-Encoding",
+    400: "the body cannot be used: not JSON (or empty), not valid Unicode, a non-finite number, "
+    "text over 1000 characters or 16 tokens, a box outside its image, no readable image, a "
+    "search with no query, or a Content-Length that is bad or comes with Transfer-Encoding",
     403: "a foreign Host or Origin header (see --allow-host)",
     404: "an image id the server does not hold (or, for /v1/search, no --index)",
     411: "a body without Content-Length (chunked uploads are not accepted)",
     413: "a body over --max-upload-mb",
     422: "a field is missing, of the wrong type or out of its range",
 }
-GET_ERRORS = _responses(400, 403, 411, 413)
-POST_ERRORS = _responses(400, 403, 404, 411, 413, 422)
+GET_ERRORS = (400, 403, 411, 413)
+POST_ERRORS = (400, 403, 404, 411, 413, 422)
 
 
 class ApiError(Exception):
@@ -182,9 +192,13 @@ def create_app(
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(
-            {"error": _first_error(exc.errors())}, status_code=_status(exc.errors())
-        )
+        errors = exc.errors()
+        if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+            return JSONResponse(  # no body at all: not JSON either
+                {"error": "the body is empty: send a JSON object (its schema: /openapi.json)"},
+                status_code=400,
+            )
+        return JSONResponse({"error": _first_error(errors)}, status_code=_status(errors))
 
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
@@ -199,12 +213,12 @@ def create_app(
             message = f"the form cannot be read: {message}"
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
 
-    @api.get("/healthz", responses=GET_ERRORS)
+    @api.get("/healthz", response_model=None, responses=_responses(Health, *GET_ERRORS))
     def healthz() -> dict:
         """Liveness, and how many images the server holds."""
         return {"ok": True, "images_cached": len(server.store), "detect_calls": server.detect_calls}
 
-    @api.get("/v1/models", responses=GET_ERRORS)
+    @api.get("/v1/models", response_model=None, responses=_responses(Models, *GET_ERRORS))
     def models() -> dict:
         """The loaded model."""
         c = detector.model.config
@@ -220,7 +234,7 @@ def create_app(
             ]
         }
 
-    @api.post("/v1/detect", responses=POST_ERRORS)
+    @api.post("/v1/detect", response_model=None, responses=_responses(DetectAnswer, *POST_ERRORS))
     def detect(
         images: list[UploadFile] = File(  # noqa: B008
             ..., min_length=1, description="one or more image files"
@@ -255,11 +269,23 @@ def create_app(
         "/v1/rescore",
         response_model=None,
         responses={
-            **POST_ERRORS,
+            **_responses(None, *POST_ERRORS),
             200: {
-                "description": "the API answer (format api) or the file `owl detect -o` writes",
+                "description": "format api: the API answer; json, csv, coco: the file `owl detect "
+                "-o` writes (as an attachment named detections.json, .csv, .coco.json)",
                 "content": {
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/json": {
+                        "schema": {
+                            "anyOf": [
+                                {"$ref": "#/components/schemas/DetectAnswer"},
+                                {"$ref": "#/components/schemas/DetectionsFile"},
+                                {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/CocoRow"},
+                                },
+                            ]
+                        }
+                    },
                     "text/csv": {"schema": {"type": "string"}},
                 },
             },
@@ -283,7 +309,7 @@ def create_app(
             headers={"content-disposition": f'attachment; filename="{name}"'},
         )
 
-    @api.post("/v1/search", responses=POST_ERRORS)
+    @api.post("/v1/search", response_model=None, responses=_responses(DetectAnswer, *POST_ERRORS))
     def search(body: SearchRequest) -> dict:
         """The `top` images of the --index collection that hold what the queries describe: the
         records `owl search -o x.json` writes (paths as the index holds them), best image first."""
@@ -302,7 +328,9 @@ def create_app(
                 raise ApiError(400, str(e)) from None
         return answer([], results, qs, [])
 
-    @api.post("/v1/embed-query", responses=POST_ERRORS)
+    @api.post(
+        "/v1/embed-query", response_model=None, responses=_responses(QueryEmbedding, *POST_ERRORS)
+    )
     def embed_query(body: EmbedQueryRequest) -> dict:
         """Exemplar boxes -> one query embedding (for the `embeddings` field, or to save)."""
         for e in body.exemplars:
@@ -378,7 +406,15 @@ def _first_error(errors: list[dict]) -> str:
         return "invalid request"
     # A value error beats a type mismatch, and the deepest field is the most specific: in a
     # `str | TextSpec` union, {"text": "x", "threshold": NaN} fails both branches.
-    e = max(errors, key=lambda e: (e.get("type") in BAD_VALUE_ERRORS, len(e.get("loc", ()))))
+    # A wrong type is the least specific of all (a string is not a TextSpec object).
+    e = max(
+        errors,
+        key=lambda e: (
+            e.get("type") in BAD_VALUE_ERRORS,
+            not str(e.get("type", "")).endswith("_type"),
+            len(e.get("loc", ())),
+        ),
+    )
     if e.get("type") == "string_unicode":
         e = {**e, "msg": "text is not valid Unicode (a lone UTF-16 surrogate?); send UTF-8 text"}
     if e.get("type") == "json_invalid":
@@ -398,7 +434,9 @@ _FIELD = re.compile(r"[a-z_][a-z0-9_]*")
 
 def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
     """`api.openapi` with what pydantic cannot say on its own: an embedding holds exactly this
-    model's `embed_dim` values, and each form `query` is at most MAX_TEXT_CHARS characters."""
+    model's `embed_dim` values, each form `query` is at most MAX_TEXT_CHARS characters and not
+    blank, an uploaded file is not empty, and the `options` form field is a DetectOptions as
+    JSON."""
     plain = api.openapi
 
     def openapi() -> dict:
@@ -407,8 +445,24 @@ def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
             parts = schema["components"]["schemas"]
             embedding = parts["EmbeddingSpec"]["properties"]["embedding"]
             embedding.update(minItems=embed_dim, maxItems=embed_dim)
-            form = parts["Body_detect_v1_detect_post"]["properties"]["query"]
-            form["items"]["maxLength"] = MAX_TEXT_CHARS
+            form = parts["Body_detect_v1_detect_post"]["properties"]
+            form["query"]["items"].update(maxLength=MAX_TEXT_CHARS, pattern=NOT_BLANK)
+            form["images"]["items"]["minLength"] = 1  # an empty file is refused (400)
+            # The `options` string is a DetectOptions as JSON (OpenAPI 3.1: contentSchema).
+            form["options"].update(
+                contentMediaType="application/json",
+                contentSchema={"$ref": "#/components/schemas/DetectOptions"},
+            )
+            for model in (DetectOptions, DetectionsFile, CocoRow):  # named by $ref only
+                _add_component(parts, model)
         return api.openapi_schema
 
     return openapi
+
+
+def _add_component(parts: dict, model: type[BaseModel]) -> None:
+    """Adds `model`'s JSON schema (and those it refers to) to the schema's components."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, sub in schema.pop("$defs", {}).items():
+        parts.setdefault(name, sub)
+    parts.setdefault(model.__name__, schema)

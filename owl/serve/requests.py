@@ -4,17 +4,29 @@ translation into the Detector's own queries and options. No scoring happens here
 The models are strict (no bool for an int, no string for a number), refuse unknown fields, and
 check text and numbers at the boundary, before anything is tokenised or run: text is at most
 `MAX_TEXT_CHARS` characters of valid Unicode (no lone surrogates), numbers are finite, and
-embedding values fit a float32. The error types of those boundary checks are `BAD_VALUE_ERRORS`
-(the app answers them with 400, other schema violations with 422).
+embedding values fit a float32. An integer field takes what JSON Schema calls an integer: `100`
+and `100.0` alike (JSON has one number type), never `true` or `"100"`. A text query holds
+something other than white space (`NOT_BLANK`, the same pattern in the schema). The error types
+of the boundary checks are `BAD_VALUE_ERRORS` (the app answers them with 400, other schema
+violations with 422).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 from pydantic_core import PydanticCustomError
 
 from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, parse_text_query
@@ -60,10 +72,38 @@ def _float32(value: float) -> float:
     return value
 
 
+def _integral(value: object) -> object:
+    """A JSON number with no fractional part (`100.0`) as the int it is; anything else is left
+    to the strict int check (which refuses bools, strings and fractions)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise PydanticCustomError("finite_number", "Input should be a finite number")
+        if value.is_integer():
+            return int(value)
+    return value
+
+
 Text = Annotated[
     str, StringConstraints(max_length=MAX_TEXT_CHARS), AfterValidator(_unicode_scalars)
 ]
+# A query holds a character other than ASCII white space: the same regular expression in the
+# schema (ECMA-262) and here, so the two agree on every string.
+NOT_BLANK = r"[^\t\n\v\f\r ]"
+
+
+def _not_blank(text: str) -> str:
+    if re.search(NOT_BLANK, text) is None:
+        raise PydanticCustomError(
+            "blank_text", "text is empty or only spaces; give some text such as 'a red car'"
+        )
+    return text
+
+
+QueryText = Annotated[
+    Text, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": NOT_BLANK})
+]
 Threshold = Annotated[float, Field(ge=0.0, le=1.0)]
+Integer = Annotated[int, BeforeValidator(_integral)]
 Float32 = Annotated[
     float,
     AfterValidator(_float32),
@@ -81,7 +121,7 @@ class Strict(BaseModel):
 class TextSpec(Strict):
     """A text query; "red car@0.3" as a plain string means the same."""
 
-    text: Text
+    text: QueryText
     threshold: Threshold | None = None
 
 
@@ -109,7 +149,7 @@ class EmbeddingSpec(Strict):
 class DetectOptions(Strict):
     """Queries and post-processing, as `owl detect` takes them."""
 
-    queries: list[Text | TextSpec] = []
+    queries: list[QueryText | TextSpec] = []
     exemplars: list[ExemplarSpec] = []
     embeddings: list[EmbeddingSpec] = []
     method: Literal["auto", "iou", "objectness"] = "auto"
@@ -118,11 +158,23 @@ class DetectOptions(Strict):
     nms: bool | None = Field(None, description="null: on with image queries, off for text only")
     nms_iou: float = Field(0.3, ge=0.0, le=1.0)
     class_agnostic_nms: bool = False
-    max_detections: int = Field(100, ge=0, le=MAX_DETECTIONS, description="0: no limit")
+    max_detections: Integer = Field(100, ge=0, le=MAX_DETECTIONS, description="0: no limit")
 
 
 class RescoreRequest(DetectOptions):
     """New queries or thresholds for images sent before, by the ids the server returned."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "image_ids": ["3f2a9c0d1e4b5a67"],
+                    "queries": ["red circle", {"text": "red star", "threshold": 0.3}],
+                    "threshold": 0.1,
+                }
+            ]
+        }
+    )
 
     image_ids: list[Text]
     format: Literal["api", "json", "csv", "coco"] = Field(
@@ -133,14 +185,36 @@ class RescoreRequest(DetectOptions):
 class SearchRequest(DetectOptions):
     """Queries over the server's `owl index` collection (`owl serve --index PATH`)."""
 
-    top: int = Field(10, ge=1, le=MAX_TOP, description="how many images to return, best first")
-    negatives: list[Text] = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"queries": ["red circle@0.3"], "top": 2, "negatives": ["red square"]}],
+            # At least one query of some kind: a search for nothing is refused (400).
+            "anyOf": [
+                {"required": [field], "properties": {field: {"minItems": 1}}}
+                for field in ("queries", "exemplars", "embeddings")
+            ],
+        }
+    )
+
+    top: Integer = Field(10, ge=1, le=MAX_TOP, description="how many images to return, best first")
+    negatives: list[QueryText] = Field(
         [], description="text queries whose look-alikes are dropped (as `owl search`)"
     )
 
 
 class EmbedQueryRequest(Strict):
     """Exemplar boxes on images the server holds, averaged into one query embedding."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "exemplars": [{"image_id": "3f2a9c0d1e4b5a67", "box": [84, 12, 124, 46]}],
+                    "label": "red star",
+                }
+            ]
+        }
+    )
 
     exemplars: Annotated[list[ExemplarSpec], Field(min_length=1)]
     label: Text = "example"

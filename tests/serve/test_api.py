@@ -147,3 +147,42 @@ def test_search_needs_a_query_and_an_index(app_with_index):
     assert r.status_code == 404
     assert r.json()["error"] == "no index: start owl serve with --index PATH (built by owl index)"
     plain.state.server.store.close()
+
+
+def test_page_coco_download_numbers_images_and_queries_as_owl_detect_does(app, tmp_path):
+    """The page uploads one image at a time and downloads COCO with one POST /v1/rescore (the body
+    app.js's download() sends): image_id is the upload position, category_id the query index,
+    row for row what `owl detect a b -q ... -o x.coco.json` writes."""
+    from click.testing import CliRunner
+
+    from owl.cli.main import cli
+
+    paths = [IMAGES / "000000.png", IMAGES / "000001.png"]
+    ids = [detect(app, p.read_bytes(), name=p.name).json()["image_ids"][0] for p in paths]
+    page_body = {
+        "image_ids": ids,
+        "queries": [{"text": "red circle", "threshold": None}, {"text": "red star", "threshold": None}],
+        "exemplars": [],
+        "threshold": 0.1,
+        "format": "coco",
+    }  # fmt: skip
+    r = call(app, "POST", "/v1/rescore", json=page_body)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == 'attachment; filename="detections.coco.json"'
+    page = r.json()
+    out = tmp_path / "x.coco.json"
+    result = CliRunner().invoke(
+        cli,
+        ["detect", *map(str, paths), "-q", "red circle", "-q", "red star", "--batch-size", "1",
+         "-o", str(out), "--quiet"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    cli_rows = json.loads(out.read_text())
+    # Not all zeros: 000001.png (image 1) holds the red star (query 1) and a red circle look-alike.
+    assert {(row["image_id"], row["category_id"]) for row in page} == {(0, 0), (1, 0), (1, 1)}
+    assert [(row["image_id"], row["category_id"]) for row in page] == [
+        (row["image_id"], row["category_id"]) for row in cli_rows
+    ]
+    for got, want in zip(page, cli_rows, strict=True):
+        assert got["bbox"] == pytest.approx(want["bbox"], abs=1e-3)
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)

@@ -192,6 +192,21 @@ NUMBER_FIELDS = [
 ]  # fmt: skip
 
 
+def test_every_json_route_and_the_detect_options_are_probed(app):
+    """The surrogate and non-finite probes cover every route whose body is JSON (taken from
+    /openapi.json, so a new route must be added to them) and /v1/detect's `options` field."""
+    paths = call(app, "GET", "/openapi.json").json()["paths"]
+    json_routes = {
+        path
+        for path, methods in paths.items()
+        for op in methods.values()
+        if "application/json" in op.get("requestBody", {}).get("content", {})
+    }
+    assert json_routes == {"/v1/rescore", "/v1/search", "/v1/embed-query"}
+    assert {route for route, _, _ in TEXT_FIELDS} == json_routes | {"options"}
+    assert {route for route, _, _ in NUMBER_FIELDS} == json_routes | {"options"}
+
+
 def send(app, route: str, body: str) -> httpx.Response:
     return detect_options(app, body) if route == "options" else post_json(app, route, body)
 
@@ -260,6 +275,11 @@ def test_30_mb_query_is_refused_before_the_tokenizer(big_app, tokenizer_calls, r
         r = send(big_app, route, json.dumps(body).replace("HUGE", huge[:500_000]))
         assert r.status_code == 400, r.text[:300]
     assert f"at most {MAX_TEXT_CHARS} characters" in r.json()["error"]
+    assert tokenizer_calls == []  # refused at the boundary: nothing was tokenised
+    # The spy does see what is tokenised: the same request with a short query runs through it.
+    r = send(big_app, route, json.dumps(body).replace("HUGE", "a red circle"))
+    assert r.status_code == 200, r.text[:300]
+    assert "a red circle" in tokenizer_calls
     assert all(len(t) <= MAX_TEXT_CHARS for t in tokenizer_calls)
 
 
