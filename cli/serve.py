@@ -177,7 +177,7 @@ def serve(
     try:
         server.run()
     finally:
-        app.state.server.store.close()
+        app.state.server.close()
         if index is not None:
             index.close()
     if not server.started:

@@ -137,3 +137,44 @@ class QueryEmbedding(BaseModel):
     kind: Literal["image"]
     model: str
     embedding: list[float]
+
+
+class VideoDetection(Detection):
+    """One box of a video frame: a `Detection` with its track id (null: no track yet)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    track_id: int | None = Field(default=None, ge=1)
+
+
+class VideoFrame(BaseModel):
+    """One detected frame: a record of the file `owl detect clip.mp4 -o x.jsonl` writes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video: str
+    frame: int = Field(ge=0, description="the frame's position in the video, from 0")
+    timestamp: float = Field(ge=0, description="seconds from the video's start")
+    width: int
+    height: int
+    detections: list[VideoDetection]
+
+
+class VideoAnswer(BaseModel):
+    """/v1/detect-video: every detected frame with its tracks, and where the drawn video is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    video_id: str
+    drawn: str = Field(description="GET this path for the drawn video (mp4), while the server "
+                       "holds it (the latest few)")  # fmt: skip
+    video: str = Field(description="the upload's plain file name")
+    width: int
+    height: int
+    fps: float = Field(description="frames per second of the detected frames (and drawn video)")
+    frames_read: int = Field(ge=0)
+    frames_detected: int = Field(ge=0)
+    truncated: bool = Field(description="more frames were selected than the server detects")
+    tracks: int = Field(ge=0)
+    queries: list[str]
+    frames: list[VideoFrame]

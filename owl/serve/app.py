@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -46,6 +47,7 @@ from owl.serve.answers import (
     Health,
     Models,
     QueryEmbedding,
+    VideoAnswer,
 )
 from owl.serve.guard import Guard
 from owl.serve.requests import (
@@ -62,6 +64,13 @@ from owl.serve.requests import (
     to_queries,
 )
 from owl.serve.store import ImageStore, StoredImage, safe_name
+from owl.serve.video import (
+    DEFAULT_FPS,
+    DEFAULT_MAX_FRAMES,
+    DrawnVideos,
+    VideoRequest,
+    detect_uploaded_video,
+)
 from owl.text.tokenizer import get_tokenizer
 
 STATIC = Path(__file__).parent / "static"
@@ -86,8 +95,9 @@ STATUS_MEANING = {
     "text over 1000 characters or 16 tokens, a box outside its image, no readable image, a "
     "search with no query, or a Content-Length that is bad or comes with Transfer-Encoding",
     403: "a foreign Host or Origin header (see --allow-host)",
-    404: "an image id the server does not hold (or, for /v1/search, no --index)",
+    404: "an image id (or a video id) the server does not hold (or, for /v1/search, no --index)",
     411: "a body without Content-Length (chunked uploads are not accepted)",
+    503: 'videos need the video extra on the server: pip install "owl[video]"',
     413: "a body over --max-upload-mb",
     422: "a field is missing, of the wrong type or out of its range",
 }
@@ -114,6 +124,13 @@ class Server:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     detect_calls: int = 0
     index: Any = None  # an owl.search.index.Index (owl serve --index), or None
+    videos: DrawnVideos = dataclasses.field(default_factory=DrawnVideos)
+    max_video_frames: int = DEFAULT_MAX_FRAMES
+
+    def close(self) -> None:
+        """Removes the uploaded images and drawn videos the server holds."""
+        self.store.close()
+        self.videos.close()
 
     def path_of(self, image_id: str) -> str:
         return str(self.stored(image_id).path)
@@ -348,6 +365,87 @@ def create_app(
             "embedding": float32_list(embedding),
         }
 
+    @api.post(
+        "/v1/detect-video",
+        response_model=None,
+        responses=_responses(VideoAnswer, *POST_ERRORS, 503),
+    )
+    def detect_video(
+        video: UploadFile = File(  # noqa: B008
+            ..., description="one video file (mp4, mov, mkv, webm, avi), under --max-upload-mb"
+        ),
+        query: list[str] = Form(  # noqa: B008
+            [], description='text queries, "TEXT" or "TEXT@T" (at most 1000 characters each)'
+        ),
+        options: str = Form(
+            "{}",
+            description="DetectOptions as JSON (the DetectOptions schema; 400 when it is not)",
+        ),
+        fps: float = Form(
+            DEFAULT_FPS, gt=0, le=60, description="detect in at most this many frames a second"
+        ),
+        track: bool = Form(True, description="give each detection a track id"),
+    ) -> dict:
+        """Detects (and tracks) in a short video; keeps the drawn video for GET /v1/videos/ID.
+        Holds the model for the whole video: at most the server's frame cap is detected."""
+        import importlib.util
+
+        parsed = _form_options(query, options)
+        if not all(importlib.util.find_spec(m) for m in ("av", "trackers")):
+            raise ApiError(503, STATUS_MEANING[503])
+        qs = server.query_set(parsed)
+        if qs is None:
+            raise ApiError(400, "a video needs at least one query (query, queries or exemplars)")
+        from owl.video.reader import VideoError
+
+        name = safe_name(video.filename, "video.mp4")
+        video_id, drawn = server.videos.new_path()
+        source = drawn.with_suffix(".upload")
+        with open(source, "wb") as f:
+            while chunk := video.file.read(1 << 20):
+                f.write(chunk)
+        request = VideoRequest(fps=fps, track=track, max_frames=server.max_video_frames)
+        try:
+            result = detect_uploaded_video(
+                detector, server.lock, source, name, qs, request, drawn,
+                postprocess_options(parsed),
+            )  # fmt: skip
+        except VideoError as e:
+            raise ApiError(400, str(e)) from None
+        finally:
+            source.unlink(missing_ok=True)
+        server.videos.add(video_id, drawn)
+        return {
+            "video_id": video_id,
+            "drawn": f"/v1/videos/{video_id}",
+            "queries": list(qs.labels),
+            **result,
+        }
+
+    @api.get(
+        "/v1/videos/{video_id}",
+        response_model=None,
+        responses={
+            **_responses(None, *GET_ERRORS, 404, 422),
+            200: {
+                "description": "the drawn video of a /v1/detect-video answer",
+                "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+            },
+        },
+    )
+    def drawn_video(
+        video_id: str = FastApiPath(pattern="^[0-9a-f]{16}$", description="an answer's video_id"),
+    ) -> FileResponse:
+        """The drawn video (boxes with track ids), while the server holds it."""
+        path = server.videos.get(video_id)
+        if path is None:
+            raise ApiError(
+                404,
+                f"unknown video id {video_id!r} (never made, or dropped from the server's few "
+                "latest videos); send the video again with POST /v1/detect-video",
+            )
+        return FileResponse(path, media_type="video/mp4")
+
     @api.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -445,14 +543,19 @@ def _exact_schema(api: FastAPI, embed_dim: int) -> Callable[[], dict]:
             parts = schema["components"]["schemas"]
             embedding = parts["EmbeddingSpec"]["properties"]["embedding"]
             embedding.update(minItems=embed_dim, maxItems=embed_dim)
-            form = parts["Body_detect_v1_detect_post"]["properties"]
-            form["query"]["items"].update(maxLength=MAX_TEXT_CHARS, pattern=NOT_BLANK)
-            form["images"]["items"]["minLength"] = 1  # an empty file is refused (400)
-            # The `options` string is a DetectOptions as JSON (OpenAPI 3.1: contentSchema).
-            form["options"].update(
-                contentMediaType="application/json",
-                contentSchema={"$ref": "#/components/schemas/DetectOptions"},
-            )
+            for body, files in (
+                ("Body_detect_v1_detect_post", "images"),
+                ("Body_detect_video_v1_detect_video_post", "video"),
+            ):
+                form = parts[body]["properties"]
+                form["query"]["items"].update(maxLength=MAX_TEXT_CHARS, pattern=NOT_BLANK)
+                upload = form[files].get("items", form[files])
+                upload["minLength"] = 1  # an empty file is refused (400)
+                # The `options` string is a DetectOptions as JSON (OpenAPI 3.1: contentSchema).
+                form["options"].update(
+                    contentMediaType="application/json",
+                    contentSchema={"$ref": "#/components/schemas/DetectOptions"},
+                )
             for model in (DetectOptions, DetectionsFile, CocoRow):  # named by $ref only
                 _add_component(parts, model)
         return api.openapi_schema

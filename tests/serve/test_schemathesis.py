@@ -41,6 +41,8 @@ ROUTES = {
     ("POST", "/v1/rescore"),
     ("POST", "/v1/search"),
     ("POST", "/v1/embed-query"),
+    ("POST", "/v1/detect-video"),
+    ("GET", "/v1/videos/{video_id}"),
 }
 PNG = EXAMPLE.read_bytes()
 
@@ -57,8 +59,18 @@ def detector():
     return Detector("shapes-tiny", batch_size=1)
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> bytes:
+    """A short ShapesWorld video (10 frames at 10 fps), as an upload's bytes."""
+    from owl.data import shapes_video
+
+    spec = shapes_video.sample_video(3, num_frames=10, fps=10.0)
+    video, _ = shapes_video.write_video(spec, tmp_path_factory.mktemp("clip"))
+    return video.read_bytes()
+
+
 @pytest.fixture(scope="module", params=["no index", "index"])
-def served(request, detector, tmp_path_factory):
+def served(request, detector, tmp_path_factory, clip):
     """(app, id of an image it holds): the app as `owl serve` builds it, answering to
     schemathesis's ASGI host name, with or without an `owl index`."""
     index = None
@@ -68,8 +80,11 @@ def served(request, detector, tmp_path_factory):
     app = create_app(detector, model_name="shapes-tiny", allowed_hosts=[asgi.HOST], index=index)
     r = call(app, "POST", "/v1/detect", files={"images": ("000000.png", PNG)})
     [image_id] = r.json()["image_ids"]
+    video = {"video": ("clip.mp4", clip)}
+    r = call(app, "POST", "/v1/detect-video", files=video, data={"query": "red circle"})
+    app.state.video_id = r.json()["video_id"]  # a drawn video the server holds
     yield app, image_id
-    app.state.server.store.close()
+    app.state.server.close()
     if index is not None:
         index.close()
 
@@ -88,14 +103,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 def seen(served):
     """(route, status) -> how many generated requests got it; after the run: every route was
     fuzzed, and answered 200 where a generated request can get one (not /v1/detect: random
-    bytes are no image; not /v1/search without an index)."""
+    bytes are no image or video; not /v1/search without an index)."""
     counts: Counter = Counter()
     yield counts
     assert {route for route, _ in counts if route in ROUTES} == ROUTES, counts
     others = {status for route, status in counts if route not in ROUTES}
     assert others <= {405}, counts  # schemathesis's unsupported-method probes
     ok = {route for route, status in counts if status == 200}
-    expected = ROUTES - {("POST", "/v1/detect")}
+    expected = ROUTES - {("POST", "/v1/detect"), ("POST", "/v1/detect-video")}
     if served[0].state.server.index is None:
         expected -= {("POST", "/v1/search")}
     assert expected <= ok, counts
@@ -123,26 +138,29 @@ def held_ids(value, image_id: str):
 def test_the_api_keeps_its_published_contract(case, served, seen):
     """Every check of schemathesis on every generated request (schemathesis re-validates an
     edited body, so a case stays positive or negative as its body really is)."""
-    if isinstance(case.body, dict) and case.path != "/v1/detect":
+    if isinstance(case.body, dict) and case.path not in ("/v1/detect", "/v1/detect-video"):
         case.body = held_ids(case.body, served[1])
+    if case.path == "/v1/videos/{video_id}":  # the id of a video the server holds
+        case.path_parameters = {"video_id": served[0].state.video_id}
     response = case.call()
     seen[(case.method.upper(), case.path), response.status_code] += 1
     case.validate_response(response)
 
 
-def test_real_answers_match_the_published_schema(served, api_schema):
+def test_real_answers_match_the_published_schema(served, api_schema, clip):
     """The 200 answers generated requests cannot reach (an upload of a real image, each format
     of /v1/rescore, a search that finds something) and the errors, checked against the schema."""
     app, image_id = served
     has_index = app.state.server.index is not None
     paths = call(app, "GET", "/openapi.json").json()["paths"]
 
-    def check(method: str, path: str, expected: int, **kwargs) -> None:
+    def check(method: str, path: str, expected: int, route: str | None = None, **kwargs) -> None:
+        route = route or path  # the schema's path template
         response = call(app, method, path, **kwargs)
         assert response.status_code == expected, response.text
-        assert str(expected) in paths[path][method.lower()]["responses"]  # documented
+        assert str(expected) in paths[route][method.lower()]["responses"]  # documented
         response.request.read()  # a multipart body is a stream until read
-        api_schema[path][method].validate_response(response)
+        api_schema[route][method].validate_response(response)
         if expected != 200:
             assert set(response.json()) == {"error"}
 
@@ -160,5 +178,15 @@ def test_real_answers_match_the_published_schema(served, api_schema):
     check("POST", "/v1/embed-query", 200, json={"exemplars": [exemplar]})
     check("POST", "/v1/embed-query", 422, json={"exemplars": []})
     check("POST", "/v1/search", 200 if has_index else 404, json={"queries": ["red circle"]})
+    video = {"video": ("clip.mp4", clip)}
+    check("POST", "/v1/detect-video", 200, files=video, data={"query": ["red circle", "blue"]})
+    check("POST", "/v1/detect-video", 400, files={"video": ("a.mp4", b"not a video")},
+          data={"query": "red circle"})  # fmt: skip
+    check("POST", "/v1/detect-video", 400, files=video)  # no query
+    check("POST", "/v1/detect-video", 422, files=video, data={"query": "x", "fps": "0"})
+    drawn = "/v1/videos/{video_id}"
+    check("GET", f"/v1/videos/{app.state.video_id}", 200, drawn)
+    check("GET", "/v1/videos/0123456789abcdef", 404, drawn)
+    check("GET", "/v1/videos/not-an-id", 422, drawn)
     check("GET", "/healthz", 200)
     check("GET", "/v1/models", 200)
