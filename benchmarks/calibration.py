@@ -6,7 +6,8 @@ count (owl.eval.calibration): per image and category query, the query's best 5 b
 per-query NMS at IoU 0.5 on the scores measured, each a true match when it takes a
 ground-truth box of that category at IoU >= 0.5 (greedy, one-to-one, best score first). ECE:
 15 equal-width bins over those boxes ("top-5"), and over the best box of each (image, query)
-pair ("top-1"). Precision and recall per category at threshold 0.5, averaged over the 64
+pair ("top-1"), and over the counted boxes scoring >= 0.1 (">=.1": the boxes `owl detect`
+shows at its raw default threshold; this set depends on the scores measured). Precision and recall per category at threshold 0.5, averaged over the 64
 categories (precision of a category with no detection counts as 1, and the count is shown);
 raw scores are also shown at the best single global threshold (the one with the highest mean
 F1). "No match": of the (image, category) pairs without that category in the image, the
@@ -75,9 +76,12 @@ def measure(sel, threshold: float = 0.5) -> dict:
 
     m = threshold_metrics(sel, threshold)
     first = top1(sel)
+    seen = sel.scores >= 0.1
     return {
         "ece_top5": ece(sel),
         "ece_top1": expected_calibration_error(sel.scores[first], sel.matched[first]),
+        "ece_seen": expected_calibration_error(sel.scores[seen], sel.matched[seen]),
+        "boxes_seen": int(seen.sum()),
         "threshold": threshold,
         "mean_precision": float(np.mean(np.nan_to_num(m["precision"], nan=1.0))),
         "categories_without_detection": int(np.isnan(m["precision"]).sum()),
@@ -189,7 +193,7 @@ def main() -> None:
         f"({len(cal.images)} images); 64 category queries per image; threshold 0.5 unless named\n"
     )
     head = (
-        f"{'method':<58} {'ECE top5':>8} {'ECE top1':>8} {'mean P':>7} {'mean R':>7} "
+        f"{'method':<58} {'ECE top5':>8} {'ECE top1':>8} {'ECE>=.1':>8} {'mean P':>7} {'mean R':>7} "
         f"{'no-match':>8} {'P@R>=.70':>9}"
     )
     print(head)
@@ -197,7 +201,8 @@ def main() -> None:
     for name, r in rows.items():
         c = r.get("ceiling_at_recall_0.70")
         print(
-            f"{name:<58} {r['ece_top5']:>8.4f} {r['ece_top1']:>8.4f} {r['mean_precision']:>7.3f} "
+            f"{name:<58} {r['ece_top5']:>8.4f} {r['ece_top1']:>8.4f} {r['ece_seen']:>8.4f} "
+            f"{r['mean_precision']:>7.3f} "
             f"{r['mean_recall']:>7.3f} {r['no_match']:>8.4f} "
             f"{'-' if c is None else format(c['precision'], '.3f'):>9}"
         )

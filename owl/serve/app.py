@@ -104,6 +104,7 @@ class Server:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     detect_calls: int = 0
     index: Any = None  # an owl.search.index.Index (owl serve --index), or None
+    calibration: Any = None  # an owl.inference.calibration.Calibration (--calibrated), or None
 
     def path_of(self, image_id: str) -> str:
         return str(self.stored(image_id).path)
@@ -121,6 +122,12 @@ class Server:
     def query_set(self, options: DetectOptions, negatives: Iterable[str] = ()) -> QuerySet | None:
         """The Detector's query set, or None for no queries (then nothing is detected). Text is
         checked against the token limit before the model lock is taken."""
+        if options.calibrated and self.calibration is None:
+            raise ApiError(
+                400,
+                "calibrated: this server has no calibration; start it with owl serve "
+                "--calibrated (or --calibration FILE from owl calibrate)",
+            )
         try:
             queries = to_queries(options, self.path_of)
             texts = [q.text for q in queries if isinstance(q, TextQuery)]
@@ -139,7 +146,9 @@ class Server:
             meta = item.encoding.meta
             return Detections.empty({"path": item.name, "width": meta.width, "height": meta.height})
         with self.lock:
-            return self.detector.detect_encoded(item.encoding, qs, **postprocess_options(options))
+            return self.detector.detect_encoded(
+                item.encoding, qs, **postprocess_options(options, self.calibration)
+            )
 
 
 def answer(ids: list[str], results: list[Detections], qs: QuerySet | None, failed: list) -> dict:
@@ -162,11 +171,15 @@ def create_app(
     cache_images: int = 64,
     allowed_hosts: Iterable[str] = (),
     index: Any = None,
+    calibration: Any = None,
 ) -> Any:
     """The ASGI app (FastAPI inside the Host/Origin/size `Guard`); `app.state.server` holds the
     `Server`. `index`: an `owl.Index` opened with this `detector`, for POST /v1/search. Call
-    `app.state.server.store.close()` when done (the CLI does)."""
-    server = Server(detector, model_name, ImageStore(cache_images), index=index)
+    `app.state.server.store.close()` when done (the CLI does). `calibration`: the
+    `owl.inference.calibration.Calibration` that requests with "calibrated": true use."""
+    server = Server(
+        detector, model_name, ImageStore(cache_images), index=index, calibration=calibration
+    )
     api = FastAPI(
         title="owl serve",
         version=str(JSON_VERSION),
@@ -289,6 +302,8 @@ def create_app(
         records `owl search -o x.json` writes (paths as the index holds them), best image first."""
         if server.index is None:
             raise ApiError(404, "no index: start owl serve with --index PATH (built by owl index)")
+        if body.calibrated:
+            raise ApiError(400, "calibrated: search does not take calibrated scores yet")
         qs = server.query_set(body, body.negatives)
         if qs is None:
             raise ApiError(400, "queries: give at least one query to search for")
