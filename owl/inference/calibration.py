@@ -42,6 +42,10 @@ from owl.text.prompts import canonicalize
 FORMAT = "owl-calibration"
 VERSION = 1
 METHODS = ("platt", "isotonic")
+#: Calibrations shipped inside the package, by registry name (docs/calibration.md).
+SHIPPED = {
+    "shapes-tiny": Path(__file__).resolve().parents[1] / "assets" / "shapes-tiny.calibration.json"
+}
 #: ECE bins used throughout (equal width on [0, 1]).
 ECE_BINS = 15
 
@@ -409,12 +413,9 @@ class Calibration:
     @classmethod
     def for_model(cls, name: str) -> Calibration | None:
         """The calibration shipped for a registry model (``shapes-tiny``), else None."""
-        from importlib import resources
-
         if name != "shapes-tiny":
             return None
-        resource = resources.files("owl.assets").joinpath("shapes-tiny.calibration.json")
-        return cls.from_dict(json.loads(resource.read_text(encoding="utf-8")), str(resource))
+        return cls.load(SHIPPED[name])
 
 
 def _finite(value: Any) -> bool:
