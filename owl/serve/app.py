@@ -302,16 +302,17 @@ def create_app(
         records `owl search -o x.json` writes (paths as the index holds them), best image first."""
         if server.index is None:
             raise ApiError(404, "no index: start owl serve with --index PATH (built by owl index)")
-        if body.calibrated:
-            raise ApiError(400, "calibrated: search does not take calibrated scores yet")
-        qs = server.query_set(body, body.negatives)
+        qs = server.query_set(body, body.negatives)  # "calibrated" without a calibration: 400
         if qs is None:
             raise ApiError(400, "queries: give at least one query to search for")
         with server.lock:
             try:
+                options = postprocess_options(body, server.calibration)
                 results = server.index.search(
-                    qs, top=body.top, negatives=body.negatives, threshold=body.threshold,
-                    nms=body.nms, nms_iou=body.nms_iou, max_detections=body.max_detections or None,
+                    qs, top=body.top, negatives=body.negatives, threshold=options["threshold"],
+                    nms=body.nms, nms_iou=options["nms_iou"],
+                    max_detections=body.max_detections or None,
+                    calibration=options["calibration"],
                 )  # fmt: skip
             except ValueError as e:  # an over-long negative query
                 raise ApiError(400, str(e)) from None

@@ -45,3 +45,22 @@ def test_calibrated_without_a_calibration_is_a_400(apps):
     r = call(plain, "POST", "/v1/rescore",
              json={"image_ids": [image_id], "queries": ["red circle"], "calibrated": True})  # fmt: skip
     assert r.status_code == 400 and "owl serve --calibrated" in r.json()["error"]
+
+
+def test_calibrated_search(tmp_path):
+    from owl.search.index import Index
+
+    detector = Detector("shapes-tiny", batch_size=1)
+    index = Index(tmp_path / "shapes.owlindex", model=detector)
+    index.add(sorted(str(p) for p in EXAMPLE.parent.glob("*.png")))
+    app = create_app(detector, model_name="shapes-tiny", index=index,
+                     calibration=Calibration.for_model("shapes-tiny"))  # fmt: skip
+    try:
+        body = {"queries": ["purple circle"], "top": 3}
+        raw = call(app, "POST", "/v1/search", json=body)
+        assert raw.status_code == 200 and raw.json()["results"], raw.text
+        calibrated = call(app, "POST", "/v1/search", json={**body, "calibrated": True})
+        assert calibrated.status_code == 200 and calibrated.json()["results"] == []
+    finally:
+        app.state.server.store.close()
+        index.close()
