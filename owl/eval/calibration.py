@@ -50,15 +50,14 @@ class ImageScores:
     Attributes:
       logits: [P, Q] raw logits of the queries.
       margins: [P, Q] margins against the contrast vocabulary (`rival_margins`), or None.
-      iou: [P, P] IoU of the predicted boxes (for NMS).
       boxes: [P, 4] xyxy pixel boxes.
+    P is the candidate boxes kept of the image's predictions (`score_images`' ``candidates``).
       truth_boxes: [T, 4] ground-truth boxes; truth_query: [T] their query index (-1: a
         category that is no query).
     """
 
     logits: np.ndarray
     margins: np.ndarray | None
-    iou: np.ndarray
     boxes: np.ndarray
     truth_boxes: np.ndarray
     truth_query: np.ndarray
@@ -116,6 +115,7 @@ def score_images(
     queries: Sequence[str],
     *,
     contrast: Sequence[str] = (),
+    candidates: int = 64,
 ) -> ScoredSet:
     """Runs the detector over labelled images: every box's logit for every query.
 
@@ -125,6 +125,9 @@ def score_images(
       truths: per image (boxes [N, 4] xyxy pixels, N class names).
       queries: text queries (class names).
       contrast: a contrast vocabulary (`Calibration.contrast`); margins are computed against it.
+      candidates: per image, only the boxes among the best ``candidates`` of some query by
+        logit or by margin are kept (memory: OWLv2 predicts 3600 boxes per image); a model with
+        at most that many boxes keeps them all (shapes-tiny: 64).
 
     Returns:
       A `ScoredSet`; unreadable images are skipped and listed in ``failures``.
@@ -149,23 +152,32 @@ def score_images(
             if cqs is not None:
                 margins = rival_margins(logits, names, detector.score(enc, cqs), contrast)
             boxes = boxes_to_pixels(enc.pred_boxes, enc.meta).astype(np.float64)
-            iou, _ = box_iou(boxes, boxes)
+            if len(boxes) > candidates:
+                keep = [np.argsort(-logits, axis=0, kind="stable")[:candidates]]
+                if margins is not None:
+                    keep.append(np.argsort(-margins, axis=0, kind="stable")[:candidates])
+                rows = np.unique(np.concatenate([k.reshape(-1) for k in keep]))
+                logits, boxes = logits[rows], boxes[rows]
+                margins = None if margins is None else margins[rows]
             truth_boxes = np.asarray(truths[i][0], np.float64).reshape(-1, 4)
             truth_query = np.array(
                 [column.get(canonicalize(n), -1) for n in truths[i][1]], np.int64
             )
-            out.append(ImageScores(logits, margins, iou, boxes, truth_boxes, truth_query))
+            out.append(ImageScores(logits, margins, boxes, truth_boxes, truth_query))
     return ScoredSet(names, tuple(out), contrast, tuple(failures))
 
 
-def _nms_top_k(scores: np.ndarray, iou: np.ndarray, top_k: int, nms_iou: float) -> list[int]:
+def _nms_top_k(scores: np.ndarray, boxes: np.ndarray, top_k: int, nms_iou: float) -> list[int]:
     """Indices of the best ``top_k`` boxes after greedy NMS (ops.boxes.nms' rule and order)."""
     keep: list[int] = []
     for i in np.argsort(-scores, kind="stable"):
-        if all(iou[i, j] <= nms_iou for j in keep):
-            keep.append(int(i))
-            if len(keep) == top_k:
-                break
+        if keep:
+            iou, _ = box_iou(boxes[i : i + 1], boxes[keep])
+            if iou.max() > nms_iou:
+                continue
+        keep.append(int(i))
+        if len(keep) == top_k:
+            break
     return keep
 
 
@@ -219,7 +231,7 @@ def select(
     for i, im in enumerate(scored.images):
         scores = score_fn(im, scored.queries)
         for q in range(len(scored.queries)):
-            keep = _nms_top_k(scores[:, q], im.iou, top_k, nms_iou)
+            keep = _nms_top_k(scores[:, q], im.boxes, top_k, nms_iou)
             truth = im.truth_boxes[im.truth_query == q]
             parts["s"].append(scores[keep, q])
             parts["l"].append(im.logits[keep, q])

@@ -109,3 +109,10 @@ def test_defaults_follow_calibration(detector):
         ["red circle"], nms=None, threshold=None, nms_iou=None, calibration=shipped
     )
     assert (cal.threshold, cal.nms, cal.nms_iou) == (0.5, True, 0.5)
+
+
+def test_candidate_boxes_keep_every_query_s_best(detector, held_out):
+    few = score_images(detector, *_world(101, 2), CATEGORIES[:3], contrast=CATEGORIES, candidates=2)
+    for im, full in zip(few.images, held_out.images[:2], strict=True):
+        assert len(im.logits) <= 2 * 3 * 2 < len(full.logits)  # 2 by logit + 2 by margin, 3 queries
+        np.testing.assert_allclose(im.logits.max(axis=0), full.logits[:, :3].max(axis=0), rtol=1e-5)
