@@ -27,6 +27,7 @@ from owl.cli.detect_video import (
 from owl.cli.options import (
     EXIT_CODES_HELP,
     backend_option,
+    calibration_options,
     check_embeddings,
     collect_queries,
     draw_image,
@@ -41,6 +42,8 @@ from owl.cli.options import (
     progress_bar,
     query_error,
     report_failures,
+    resolve_calibration,
+    threshold_option_value,
     truncate_option,
     verbose_option,
     write_line,
@@ -89,9 +92,11 @@ Examples:
 @model_option
 @backend_option
 @click.option(
-    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
-    help="Minimum score for queries without a threshold of their own.",
+    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+    help="Minimum score for queries without a threshold of their own [default: 0.1; 0.5 "
+    "with --calibrated].",
 )  # fmt: skip
+@calibration_options
 @click.option(
     "--multi-label", is_flag=True,
     help="Keep every (box, query) pair above threshold, not only each box's best query.",
@@ -102,8 +107,9 @@ Examples:
     "in the official image-query demo), off for text only (as in the official pipeline).",
 )  # fmt: skip
 @click.option(
-    "--nms-iou", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
-    help="NMS drops a box whose IoU with a better-scoring box is above this.",
+    "--nms-iou", type=click.FloatRange(0.0, 1.0), default=None,
+    help="NMS drops a box whose IoU with a better-scoring box is above this [default: 0.3; "
+    "with --calibrated, the calibration's own, 0.5].",
 )  # fmt: skip
 @click.option(
     "--class-agnostic-nms", is_flag=True,
@@ -164,10 +170,12 @@ def detect(
     query_method: str,
     query_embeddings: tuple[str, ...],
     model: str,
-    threshold: float,
+    threshold: float | None,
+    calibrated: bool,
+    calibration_file: Path | None,
     multi_label: bool,
     nms: bool | None,
-    nms_iou: float,
+    nms_iou: float | None,
     class_agnostic_nms: bool,
     max_detections: int,
     batch_size: int,
@@ -226,6 +234,8 @@ def detect(
     video_run = VideoRun(stride, sample_fps, start, end, track, tracker, save_frames)
     check_video_run(video_run, videos, paths, fmt, save_dir)
 
+    calibration = resolve_calibration(calibrated, calibration_file, model)
+    threshold = threshold_option_value(threshold, calibration, 0.1)
     query_images += tuple(query_video_frames(query_videos, query_frames))  # exemplars from videos
     request, embedding_files = collect_queries(
         queries, queries_file, query_images, query_boxes, query_labels, query_method,
@@ -277,6 +287,7 @@ def detect(
     results = detector.detect_each(
         local, query_set, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
         class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
+        calibration=calibration,
     )  # fmt: skip
     for position, result in enumerate(results):
         bar.update(1)
@@ -308,6 +319,7 @@ def detect(
             quiet=quiet, detect_options=dict(
                 threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
                 class_agnostic_nms=class_agnostic_nms, max_detections=max_detections or None,
+                calibration=calibration,
             ), counts=counts,
         )  # fmt: skip
 

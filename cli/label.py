@@ -13,6 +13,7 @@ import click
 from owl.cli.options import (
     EXIT_CODES_HELP,
     UsageFailure,
+    calibration_options,
     check_embeddings,
     collect_queries,
     exemplar_query_options,
@@ -25,6 +26,8 @@ from owl.cli.options import (
     progress_bar,
     query_error,
     report_failures,
+    resolve_calibration,
+    threshold_option_value,
     truncate_option,
     write_line,
 )
@@ -96,9 +99,11 @@ def _ngrams(spec: str) -> tuple[int, int]:
     help="Output formats, comma-separated.",
 )  # fmt: skip
 @click.option(
-    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True,
-    help="Minimum score for classes without their own (0.3: OWL-ST's pseudo-label choice).",
+    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+    help="Minimum score for classes without their own [default: 0.3, OWL-ST's pseudo-label "
+    "choice; 0.5 with --calibrated].",
 )  # fmt: skip
+@calibration_options
 @click.option(
     "--max-per-image", type=click.IntRange(min=0), default=100, show_default=True,
     help="Keep at most this many boxes per image, best first; 0 means no limit.",
@@ -149,7 +154,9 @@ def label(
     query_embeddings: tuple[str, ...],
     model: str,
     formats: str,
-    threshold: float,
+    threshold: float | None,
+    calibrated: bool,
+    calibration_file: Path | None,
     max_per_image: int,
     min_size: float,
     class_agnostic_nms: bool,
@@ -179,6 +186,8 @@ def label(
     if not fmts or unknown:
         raise click.UsageError(f"--format {formats!r}: use one or more of {', '.join(FORMATS)}")
     split = _split(split_spec)
+    calibration = resolve_calibration(calibrated, calibration_file, model)
+    threshold = threshold_option_value(threshold, calibration, 0.3)
     min_words, max_words = _ngrams(caption_ngrams)
     names = tuple(c for c in (classes or "").split(",") if c.strip())
     request, embedding_files = collect_queries(
@@ -223,6 +232,7 @@ def label(
     options = LabelOptions(
         threshold=threshold, nms_iou=nms_iou, class_agnostic_nms=class_agnostic_nms,
         max_per_image=max_per_image, min_size=min_size, min_words=min_words, max_words=max_words,
+        calibration=calibration,
     )  # fmt: skip
     bar = progress_bar(len(paths), quiet=quiet)
     try:

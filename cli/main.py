@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("owl.cli.models", "models"),
     "convert": ("owl.cli.convert", "convert"),
     "detect": ("owl.cli.detect", "detect"),
+    "calibrate": ("owl.cli.calibrate", "calibrate"),
     "embed-query": ("owl.cli.embed_query", "embed_query"),
     "eval": ("owl.cli.eval", "eval_cmd"),
     "export": ("owl.cli.export", "export"),

@@ -240,6 +240,62 @@ def truncate_option(f: F) -> F:
     )(f)  # fmt: skip
 
 
+def calibration_options(f: F) -> F:
+    """--calibrated and --calibration FILE: calibrated scores (`owl detect`, `owl label`)."""
+    f = click.option(
+        "--calibration", "calibration_file", metavar="FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A calibration file written by `owl calibrate` (JSON); implies --calibrated.",
+    )(f)  # fmt: skip
+    return click.option(
+        "--calibrated", is_flag=True,
+        help="Report each box's probability of being a true match instead of the raw score, "
+        "so one threshold (default 0.5) means the same for every query and an image where "
+        "nothing matches gives nothing. Uses --calibration FILE, else the calibration that "
+        "ships with the model (shapes-tiny only). Turns per-query NMS on. docs/calibration.md.",
+    )(f)  # fmt: skip
+
+
+def resolve_calibration(calibrated: bool, calibration_file: Path | None, model: str):
+    """--calibrated / --calibration -> an `owl.inference.calibration.Calibration` or None.
+
+    Raises:
+      UsageFailure: an unusable file (one line naming it), or --calibrated for a model that
+        ships no calibration and no --calibration FILE (exit 2).
+    """
+    if not calibrated and calibration_file is None:
+        return None
+    from owl.inference.calibration import Calibration, CalibrationError
+
+    if calibration_file is not None:
+        try:
+            calibration = Calibration.load(calibration_file)
+        except CalibrationError as e:
+            raise UsageFailure(f"--calibration {e}") from None
+        if calibration.model and calibration.model != model_id(model):
+            write_line(
+                f"note: {calibration_file} was fitted for model {calibration.model!r}, not "
+                f"{model_id(model)!r}; its probabilities may not hold for this model",
+                err=True,
+            )
+        return calibration
+    calibration = Calibration.for_model(model)
+    if calibration is None:
+        raise UsageFailure(
+            f"--calibrated: model {model!r} ships no calibration; fit one on a few labelled "
+            "images with `owl calibrate --data D --model M --out calib.json` and pass "
+            "--calibration calib.json"
+        )
+    return calibration
+
+
+def threshold_option_value(threshold: float | None, calibration: Any, default: float) -> float:
+    """--threshold: as given, else 0.5 with calibrated scores, else the command's default."""
+    if threshold is not None:
+        return threshold
+    return 0.5 if calibration is not None else default
+
+
 def max_pixels_value(max_image_pixels: int) -> int | None:
     """--max-image-pixels as the Detector takes it: 0 -> None (no limit)."""
     return None if max_image_pixels == 0 else max_image_pixels

@@ -17,6 +17,7 @@ from owl.cli.options import (
     EXIT_CODES_HELP,
     MODEL_HELP,
     SEARCH_EXTRA_MODULES,
+    calibration_options,
     check_embeddings,
     check_extra,
     check_model_spec,
@@ -26,6 +27,7 @@ from owl.cli.options import (
     query_error,
     query_image_options,
     report_failures,
+    resolve_calibration,
     truncate_option,
     write_line,
 )
@@ -85,14 +87,19 @@ Examples:
     help="How many images to return, best first (ranked by their best box).",
 )  # fmt: skip
 @click.option(
-    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
-    help="Minimum score for queries without a threshold of their own.",
+    "-t", "--threshold", type=click.FloatRange(0.0, 1.0), default=None,
+    help="Minimum score for queries without a threshold of their own [default: 0.1; 0.5 with "
+    "--calibrated].",
 )  # fmt: skip
+@calibration_options
 @click.option(
     "--nms/--no-nms", default=None,
     help="Non-maximum suppression per image [default: on for image or embedding queries].",
 )  # fmt: skip
-@click.option("--nms-iou", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
+@click.option(
+    "--nms-iou", type=click.FloatRange(0.0, 1.0), default=None,
+    help="NMS IoU [default: 0.3; the calibration's own, 0.5, with --calibrated].",
+)  # fmt: skip
 @click.option(
     "--max-detections", type=click.IntRange(min=0), default=100, show_default=True,
     help="Boxes kept per image, best first; 0 means no limit.",
@@ -126,9 +133,11 @@ def search(
     negative_embeddings: tuple[str, ...],
     model: str | None,
     top: int,
-    threshold: float,
+    threshold: float | None,
+    calibrated: bool,
+    calibration_file: Path | None,
     nms: bool | None,
-    nms_iou: float,
+    nms_iou: float | None,
     max_detections: int,
     output: Path | None,
     save_dir: Path | None,
@@ -164,6 +173,7 @@ def search(
     idx = open_index(index_path, model, create=False)
     with idx:
         spec = idx.settings["model"]
+        calibration = resolve_calibration(calibrated, calibration_file, spec)
         dim = idx.detector.model.config.embed_dim
         notes = check_embeddings(request, embedding_files, dim, spec)
         notes += check_embeddings(negatives, negative_files, dim, spec)
@@ -178,7 +188,7 @@ def search(
             write_line(f"note: {note}", err=True)
         results = idx.search(
             query_set, top=top, negatives=negative_set, threshold=threshold, nms=nms,
-            nms_iou=nms_iou, max_detections=max_detections or None,
+            nms_iou=nms_iou, max_detections=max_detections or None, calibration=calibration,
         )  # fmt: skip
         searched = len(idx)
     failures: list[str] = []

@@ -17,12 +17,14 @@ from owl.cli.options import (
     SEARCH_EXTRA_MODULES,
     UsageFailure,
     backend_option,
+    calibration_options,
     check_extra,
     load_detector,
     max_pixels_option,
     max_pixels_value,
     model_option,
     precision_option,
+    resolve_calibration,
     verbose_option,
     write_line,
 )
@@ -98,6 +100,7 @@ def check_serve_extra() -> None:
 @backend_option
 @precision_option
 @verbose_option
+@calibration_options
 @click.option(
     "--quiet", is_flag=True,
     help="No access log (by default one line per request on stderr: client, request, status).",
@@ -117,6 +120,8 @@ def serve(
     backend: str,
     precision: str,
     verbose: bool,
+    calibrated: bool,
+    calibration_file: Path | None,
     quiet: bool,
 ) -> None:
     """Serve a web page and JSON API for interactive detection on this machine.
@@ -141,6 +146,7 @@ def serve(
         check_extra("serve --index", "search", SEARCH_EXTRA_MODULES, "search")
         if not Path(index_path).is_file():
             raise UsageFailure(f"--index {index_path}: no such index; build it with `owl index`")
+    calibration = resolve_calibration(calibrated, calibration_file, model)
     import uvicorn
 
     from owl.serve.app import create_app
@@ -163,6 +169,7 @@ def serve(
         cache_images=cache_images,
         allowed_hosts=(*extra, *allow_hosts),
         index=index,
+        calibration=calibration,
     )
     if host not in LOCAL:
         write_line(

@@ -52,3 +52,4 @@ def test_wheel_ships_the_recipes_and_assets(wheel):
     assert "owl/assets/shapes-tiny.safetensors.gz" in names
     assert "owl/assets/bpe_simple_vocab_16e6.txt.gz" in names
     assert "owl/assets/example-shapes.png" in names  # `owl example-image`: the wheel quick start
+    assert "owl/assets/shapes-tiny.calibration.json" in names  # `owl detect --calibrated`

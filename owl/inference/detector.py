@@ -25,6 +25,7 @@ from PIL import Image
 
 from owl.export.auto import open_backend
 from owl.inference import image_query
+from owl.inference.calibration import Calibration, load_calibration
 from owl.inference.detections import Detections
 from owl.inference.postprocess import PostprocessOptions, detections_from_scores
 from owl.inference.queries import EmbeddingQuery, ImageQuery, Query, TextQuery, as_queries
@@ -441,22 +442,30 @@ class Detector:
         images: Iterable[ImageInput],
         queries: Query | Sequence[Query] | QuerySet,
         *,
-        threshold: float = 0.1,
+        threshold: float | None = None,
         multi_label: bool = False,
         nms: bool | None = None,
-        nms_iou: float = 0.3,
+        nms_iou: float | None = None,
         class_agnostic_nms: bool = False,
         max_detections: int | None = 100,
+        calibration: Calibration | str | os.PathLike | None = None,
         on_result: Callable[[DetectionResult], None] | None = None,
     ) -> Iterator[DetectionResult]:
         """Detects in many images, yielding one `DetectionResult` per image in input order.
 
         A bad image yields a result with `error` set and the others go on. `nms=None` turns NMS on
-        when the query set holds image queries (as the official image-query demo does).
+        when the query set holds image queries (as the official image-query demo does) or a
+        calibration is given.
+
+        Calibration (`calibration`: a `Calibration` or the path of its JSON file, written by
+        `owl calibrate`; docs/calibration.md): scores become calibrated probabilities that a box
+        is a true match, so one threshold means the same for every query. Defaults then
+        change: threshold 0.5 (else 0.1), NMS on at the calibration's IoU (else 0.3).
         """
         qs, options = self._queries_and_options(
             queries, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
             class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
+            calibration=calibration,
         )  # fmt: skip
         # Decode and preprocess the next batch on a background thread while the model runs on
         # this one (Pillow, numpy and XLA release the GIL), so a folder runs at the model's speed.
@@ -487,12 +496,13 @@ class Detector:
         encoding: ImageEncoding,
         queries: Query | Sequence[Query] | QuerySet,
         *,
-        threshold: float = 0.1,
+        threshold: float | None = None,
         multi_label: bool = False,
         nms: bool | None = None,
-        nms_iou: float = 0.3,
+        nms_iou: float | None = None,
         class_agnostic_nms: bool = False,
         max_detections: int | None = 100,
+        calibration: Calibration | str | os.PathLike | None = None,
     ) -> Detections:
         """Detections on an image encoded before (`encode_images`): class head only, no encoder.
 
@@ -502,19 +512,49 @@ class Detector:
         qs, options = self._queries_and_options(
             queries, threshold=threshold, multi_label=multi_label, nms=nms, nms_iou=nms_iou,
             class_agnostic_nms=class_agnostic_nms, max_detections=max_detections,
+            calibration=calibration,
         )  # fmt: skip
         return self._detections(encoding, qs, options)
 
     def _queries_and_options(
-        self, queries: Query | Sequence[Query] | QuerySet, *, nms: bool | None, **options: Any
+        self,
+        queries: Query | Sequence[Query] | QuerySet,
+        *,
+        nms: bool | None,
+        threshold: float | None,
+        nms_iou: float | None,
+        calibration: Calibration | str | os.PathLike | None = None,
+        **options: Any,
     ) -> tuple[QuerySet, PostprocessOptions]:
         """The prepared query set and post-processing options of one detect call.
 
-        `nms=None` means on exactly when the set holds image queries (the official demo's rule).
+        `nms=None` means on exactly when the set holds image queries (the official demo's rule)
+        or scores are calibrated (the probabilities are fitted after NMS). `threshold=None` is
+        0.1 raw, 0.5 calibrated; `nms_iou=None` 0.3, or the calibration's own NMS IoU.
+
+        Raises:
+          CalibrationError: `calibration` is a path to an unusable file.
         """
+        cal = load_calibration(calibration)
         qs = queries if isinstance(queries, QuerySet) else self.prepare_queries(queries)
-        nms = qs.has_image_queries if nms is None else nms
-        return qs, PostprocessOptions(nms=nms, **options)
+        if nms is None:
+            nms = qs.has_image_queries or cal is not None
+        if threshold is None:
+            threshold = 0.1 if cal is None else 0.5
+        if nms_iou is None:
+            nms_iou = 0.3 if cal is None or cal.nms_iou is None else cal.nms_iou
+        return qs, PostprocessOptions(
+            nms=nms, threshold=threshold, nms_iou=nms_iou, calibration=cal, **options
+        )
+
+    def _contrast_set(self, calibration: Calibration) -> QuerySet | None:
+        """The calibration's contrast vocabulary as a query set (prepared once, kept)."""
+        if not calibration.contrast:
+            return None
+        cache = self.__dict__.setdefault("_contrast_sets", {})
+        if calibration.contrast not in cache:
+            cache[calibration.contrast] = self.prepare_queries(list(calibration.contrast))
+        return cache[calibration.contrast]
 
     def _detections(
         self, enc: ImageEncoding, qs: QuerySet, options: PostprocessOptions
@@ -523,6 +563,10 @@ class Detector:
         if enc.objectness_logits is not None:
             extra["objectness"] = 1 / (1 + np.exp(-enc.objectness_logits.astype(np.float64)))
         meta = enc.meta
+        contrast = None
+        if options.calibration is not None:
+            cqs = self._contrast_set(options.calibration)
+            contrast = None if cqs is None else self.score(enc, cqs)
         return detections_from_scores(
             self.score(enc, qs),
             boxes_to_pixels(enc.pred_boxes, meta),
@@ -531,6 +575,7 @@ class Detector:
             options,
             extra=extra,
             metadata={"path": meta.path, "width": meta.width, "height": meta.height},
+            contrast_logits=contrast,
         )
 
     def detect(

@@ -9,18 +9,27 @@ to turn the [P, Q] score matrix into detections:
 A detection survives when its score reaches its query's threshold (the query's own, else the
 global one). NMS is optional, class-wise or class-agnostic; the official text pipeline has none,
 the official image-query demo uses it.
+
+With a calibration (`owl.inference.calibration.Calibration`, `PostprocessOptions.calibration`)
+the scores are calibrated probabilities instead of sigmoids: each query's logit goes through
+its own fitted map (docs/calibration.md), a box's best query is the one with the highest
+probability, and thresholds apply to probabilities. The raw sigmoid is kept in
+``Detections.data["raw_score"]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from owl.inference.detections import Detections
 from owl.ops.boxes import batched_nms, nms
+
+if TYPE_CHECKING:
+    from owl.inference.calibration import Calibration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +43,7 @@ class PostprocessOptions:
       nms_iou: IoU above which a lower-scoring box is suppressed.
       class_agnostic_nms: suppress across queries instead of within each query.
       max_detections: keep at most this many (highest scores first); None: no limit.
+      calibration: turn logits into calibrated probabilities (None: raw sigmoids).
     """
 
     threshold: float = 0.1
@@ -42,6 +52,7 @@ class PostprocessOptions:
     nms_iou: float = 0.3
     class_agnostic_nms: bool = False
     max_detections: int | None = 100
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:
@@ -67,6 +78,7 @@ def detections_from_scores(
     *,
     extra: Mapping[str, np.ndarray] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    contrast_logits: np.ndarray | None = None,
 ) -> Detections:
     """Builds the detections of one image.
 
@@ -78,6 +90,8 @@ def detections_from_scores(
       options: see `PostprocessOptions`.
       extra: per-box arrays [P] carried into `Detections.data` (e.g. objectness).
       metadata: about the image (path, width, height).
+      contrast_logits: [P, V] logits of the calibration's contrast vocabulary (needed when
+        ``options.calibration`` has one).
     Returns:
       Detections sorted by descending score.
     """
@@ -88,11 +102,14 @@ def detections_from_scores(
             f"{num_queries} queries but {len(labels)} labels, {len(thresholds)} thresholds"
         )
     thr = np.array([options.threshold if t is None else t for t in thresholds], np.float64)
-    scores = sigmoid(logits)
+    raw = sigmoid(logits)
+    cal = options.calibration
+    scores = raw if cal is None else cal.probabilities(logits, labels, contrast_logits)
     if options.multi_label:
         box_idx, query_idx = np.nonzero(scores >= thr[None, :])
     else:
-        best = np.argmax(logits, axis=1) if num_queries else np.zeros(num_boxes, int)
+        ranked = logits if cal is None else scores
+        best = np.argmax(ranked, axis=1) if num_queries else np.zeros(num_boxes, int)
         keep = scores[np.arange(num_boxes), best] >= thr[best] if num_queries else np.zeros(0, bool)
         box_idx = np.flatnonzero(keep)
         query_idx = best[box_idx]
@@ -114,6 +131,8 @@ def detections_from_scores(
         score = score[: options.max_detections]
 
     data = {"box_index": box_idx.astype(np.int64)}
+    if cal is not None:
+        data["raw_score"] = raw[box_idx, query_idx].astype(np.float32)
     for key, value in (extra or {}).items():
         data[key] = np.asarray(value)[box_idx]
     return Detections(

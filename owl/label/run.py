@@ -36,6 +36,7 @@ import numpy as np
 from owl.data.coco import Example
 from owl.data.formats import FORMATS, place_images, unique_names, write_dataset
 from owl.eval.runlog import LOG_FILE, prepare_output
+from owl.inference.calibration import Calibration
 from owl.inference.detections import Detections
 from owl.inference.detector import Detector, QuerySet
 from owl.inference.queries import Query, TextQuery
@@ -58,6 +59,8 @@ class LabelOptions:
         max_per_image: keep at most this many boxes per image (0: no limit).
         min_size: drop boxes whose shorter side is below this many pixels.
         min_words, max_words, extra_stop_words: caption n-grams (`caption_queries`).
+        calibration: score boxes as calibrated probabilities (docs/calibration.md); the
+            threshold then applies to them. None: raw scores.
     """
 
     threshold: float = 0.3
@@ -68,6 +71,7 @@ class LabelOptions:
     min_words: int = 1
     max_words: int = MAX_WORDS
     extra_stop_words: tuple[str, ...] = ()
+    calibration: Calibration | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +117,7 @@ def _detect_options(options: LabelOptions) -> dict[str, Any]:
     return dict(
         threshold=options.threshold, multi_label=False, nms=True, nms_iou=options.nms_iou,
         class_agnostic_nms=options.class_agnostic_nms, max_detections=None,
+        calibration=options.calibration,
     )  # fmt: skip
 
 
@@ -139,6 +144,9 @@ def _settings(
         "images_sha256": digest,
         "options": json.loads(json.dumps(dataclasses.asdict(options))),
     }
+    if options.calibration is not None:  # its digest, not the whole file
+        text = json.dumps(options.calibration.to_dict(), sort_keys=True)
+        settings["options"]["calibration"] = hashlib.sha256(text.encode()).hexdigest()
     if qs is not None:
         settings["queries"] = _query_digest(qs)
     else:

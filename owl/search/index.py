@@ -36,12 +36,13 @@ import jax
 import numpy as np
 
 from owl.checkpoints.tree import params_sha256
+from owl.inference.calibration import Calibration
 from owl.inference.detections import Detections
 from owl.inference.detector import Detector, QuerySet
 from owl.inference.postprocess import PostprocessOptions, detections_from_scores, sigmoid
 from owl.inference.queries import Query
 from owl.models.model import OwlModel
-from owl.models.owl_vit import normalize
+from owl.models.owl_vit import QUERY_MASK_VALUE, normalize
 from owl.ops.image import DEFAULT_MAX_PIXELS, ImageLoadError, ImageMeta, boxes_to_pixels
 from owl.search import store
 from owl.search.negatives import suppress_negatives
@@ -433,11 +434,12 @@ class Index:
         *,
         top: int = 10,
         negatives: Query | Sequence[Query] | QuerySet = (),
-        threshold: float = 0.1,
+        threshold: float | None = None,
         nms: bool | None = None,
-        nms_iou: float = 0.3,
+        nms_iou: float | None = None,
         max_detections: int | None = 100,
         truncate: bool = False,
+        calibration: Calibration | str | os.PathLike | None = None,
     ) -> list[Detections]:
         """The `top` images whose best box scores highest, each with its matching boxes.
 
@@ -451,6 +453,9 @@ class Index:
           nms, nms_iou, max_detections: per image, as in `Detector.detect_each` (NMS defaults
             to on for exemplar queries).
           truncate: cut over-long text queries instead of raising.
+          calibration: a `Calibration` or its file: scores are calibrated probabilities, as in
+            `Detector.detect_each` (threshold then defaults to 0.5, NMS to on at the
+            calibration's IoU; else 0.1 and 0.3). Images rank by their best probability.
         Returns:
           One `Detections` per image (metadata path, width, height), best image first; scores
           equal those `owl detect` gives the same boxes.
@@ -463,10 +468,12 @@ class Index:
             else self.prepare_queries(queries, truncate=truncate)
         )
         negative_embeddings = self._negatives(negatives, truncate)
-        options = PostprocessOptions(
-            threshold=threshold, nms=qs.has_image_queries if nms is None else nms,
-            nms_iou=nms_iou, max_detections=max_detections,
+        # The Detector's rule for the defaults (calibrated: threshold 0.5, NMS on at its IoU).
+        _, options = self.detector._queries_and_options(
+            qs, threshold=threshold, nms=nms, nms_iou=nms_iou, max_detections=max_detections,
+            calibration=calibration,
         )  # fmt: skip
+        threshold, cal = options.threshold, options.calibration
         snap = self._current_snapshot()
         if not snap.paths:
             return []
@@ -478,13 +485,20 @@ class Index:
         logits = padded_box_logits(boxes, qs.embeddings)
         negative_logits = padded_box_logits(boxes, negative_embeddings)
         logits = suppress_negatives(logits, negative_logits)
+        contrast = None
+        if cal is not None and cal.contrast:
+            contrast = padded_box_logits(boxes, self.detector._contrast_set(cal).embeddings)
         # A masked pair (a negative is closer) scores exactly 0; even threshold 0 must drop it, and
         # any real logit above -745 scores more than the smallest float64, so floor there.
         thresholds = np.maximum(
             np.array([threshold if t is None else t for t in qs.thresholds], np.float64),
             np.finfo(np.float64).smallest_subnormal,
         )
-        scores = sigmoid(logits)
+        if cal is None:
+            scores = sigmoid(logits)
+        else:  # a pair masked by a negative stays at exactly 0
+            scores = cal.probabilities(logits, qs.labels, contrast)
+            scores[logits <= QUERY_MASK_VALUE] = 0.0
         passing = np.where(scores >= thresholds[None, :], scores, -1.0).max(axis=1)
         images = snap.image_of_box[rows]
         best = np.full(len(snap.paths), -1.0)
@@ -494,8 +508,11 @@ class Index:
         for i in ranked:
             mine = np.flatnonzero(images == i)
             results.append(
-                self._detections(snap, int(i), rows[mine], logits[mine], qs, thresholds, options)
-            )
+                self._detections(
+                    snap, int(i), rows[mine], logits[mine], qs, thresholds, options,
+                    None if contrast is None else contrast[mine],
+                )
+            )  # fmt: skip
         return results
 
     def _negatives(self, negatives, truncate: bool) -> np.ndarray:
@@ -543,6 +560,7 @@ class Index:
     def _detections(
         self, snap: store.Snapshot, image: int, rows: np.ndarray, logits: np.ndarray,
         qs: QuerySet, thresholds: np.ndarray, options: PostprocessOptions,
+        contrast: np.ndarray | None = None,
     ) -> Detections:  # fmt: skip
         meta = ImageMeta(
             width=int(snap.widths[image]), height=int(snap.heights[image]),
@@ -555,6 +573,7 @@ class Index:
         dets = detections_from_scores(
             logits, boxes_to_pixels(snap.boxes[rows], meta), qs.labels, thresholds.tolist(), options,
             extra=extra, metadata={"path": meta.path, "width": meta.width, "height": meta.height},
+            contrast_logits=contrast,
         )  # fmt: skip
         data = {"box_index": dets.data["patch"]}  # the patch index, as in `owl detect` output
         data.update((k, v) for k, v in dets.data.items() if k not in ("box_index", "patch"))

@@ -126,6 +126,7 @@ class Server:
     index: Any = None  # an owl.search.index.Index (owl serve --index), or None
     videos: DrawnVideos = dataclasses.field(default_factory=DrawnVideos)
     max_video_frames: int = DEFAULT_MAX_FRAMES
+    calibration: Any = None  # an owl.inference.calibration.Calibration (--calibrated), or None
 
     def close(self) -> None:
         """Removes the uploaded images and drawn videos the server holds."""
@@ -148,6 +149,12 @@ class Server:
     def query_set(self, options: DetectOptions, negatives: Iterable[str] = ()) -> QuerySet | None:
         """The Detector's query set, or None for no queries (then nothing is detected). Text is
         checked against the token limit before the model lock is taken."""
+        if options.calibrated and self.calibration is None:
+            raise ApiError(
+                400,
+                "calibrated: this server has no calibration; start it with owl serve "
+                "--calibrated (or --calibration FILE from owl calibrate)",
+            )
         try:
             queries = to_queries(options, self.path_of)
             texts = [q.text for q in queries if isinstance(q, TextQuery)]
@@ -166,7 +173,9 @@ class Server:
             meta = item.encoding.meta
             return Detections.empty({"path": item.name, "width": meta.width, "height": meta.height})
         with self.lock:
-            return self.detector.detect_encoded(item.encoding, qs, **postprocess_options(options))
+            return self.detector.detect_encoded(
+                item.encoding, qs, **postprocess_options(options, self.calibration)
+            )
 
 
 def answer(ids: list[str], results: list[Detections], qs: QuerySet | None, failed: list) -> dict:
@@ -189,11 +198,15 @@ def create_app(
     cache_images: int = 64,
     allowed_hosts: Iterable[str] = (),
     index: Any = None,
+    calibration: Any = None,
 ) -> Any:
     """The ASGI app (FastAPI inside the Host/Origin/size `Guard`); `app.state.server` holds the
     `Server`. `index`: an `owl.Index` opened with this `detector`, for POST /v1/search. Call
-    `app.state.server.store.close()` when done (the CLI does)."""
-    server = Server(detector, model_name, ImageStore(cache_images), index=index)
+    `app.state.server.store.close()` when done (the CLI does). `calibration`: the
+    `owl.inference.calibration.Calibration` that requests with "calibrated": true use."""
+    server = Server(
+        detector, model_name, ImageStore(cache_images), index=index, calibration=calibration
+    )
     api = FastAPI(
         title="owl serve",
         version=str(JSON_VERSION),
@@ -332,14 +345,17 @@ def create_app(
         records `owl search -o x.json` writes (paths as the index holds them), best image first."""
         if server.index is None:
             raise ApiError(404, "no index: start owl serve with --index PATH (built by owl index)")
-        qs = server.query_set(body, body.negatives)
+        qs = server.query_set(body, body.negatives)  # "calibrated" without a calibration: 400
         if qs is None:
             raise ApiError(400, "queries: give at least one query to search for")
         with server.lock:
             try:
+                options = postprocess_options(body, server.calibration)
                 results = server.index.search(
-                    qs, top=body.top, negatives=body.negatives, threshold=body.threshold,
-                    nms=body.nms, nms_iou=body.nms_iou, max_detections=body.max_detections or None,
+                    qs, top=body.top, negatives=body.negatives, threshold=options["threshold"],
+                    nms=body.nms, nms_iou=options["nms_iou"],
+                    max_detections=body.max_detections or None,
+                    calibration=options["calibration"],
                 )  # fmt: skip
             except ValueError as e:  # an over-long negative query
                 raise ApiError(400, str(e)) from None
@@ -408,7 +424,7 @@ def create_app(
         try:
             result = detect_uploaded_video(
                 detector, server.lock, source, name, qs, request, drawn,
-                postprocess_options(parsed),
+                postprocess_options(parsed, server.calibration),
             )  # fmt: skip
         except VideoError as e:
             raise ApiError(400, str(e)) from None

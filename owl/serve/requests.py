@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import (
@@ -159,6 +159,12 @@ class DetectOptions(Strict):
     nms_iou: float = Field(0.3, ge=0.0, le=1.0)
     class_agnostic_nms: bool = False
     max_detections: Integer = Field(100, ge=0, le=MAX_DETECTIONS, description="0: no limit")
+    calibrated: bool = Field(
+        False,
+        description="scores as calibrated probabilities of a true match (the server's "
+        "calibration, `owl serve --calibrated`); threshold and nms_iou then default to 0.5 and "
+        "the calibration's own IoU unless given (docs/calibration.md)",
+    )
 
 
 class RescoreRequest(DetectOptions):
@@ -258,13 +264,18 @@ def image_queries(
     ]
 
 
-def postprocess_options(options: DetectOptions) -> dict:
-    """Keyword options of `Detector.detect_encoded`."""
+def postprocess_options(options: DetectOptions, calibration: Any = None) -> dict:
+    """Keyword options of `Detector.detect_encoded`; ``calibration`` applies when the request
+    asks for calibrated scores (threshold and nms_iou not given are then the Detector's
+    calibrated defaults)."""
+    calibrated = options.calibrated and calibration is not None
+    given = options.model_fields_set
     return {
-        "threshold": options.threshold,
+        "threshold": None if calibrated and "threshold" not in given else options.threshold,
         "multi_label": options.multi_label,
         "nms": options.nms,
-        "nms_iou": options.nms_iou,
+        "nms_iou": None if calibrated and "nms_iou" not in given else options.nms_iou,
         "class_agnostic_nms": options.class_agnostic_nms,
         "max_detections": options.max_detections or None,
+        "calibration": calibration if calibrated else None,
     }

@@ -416,9 +416,16 @@ def test_defaults():
     assert DEFAULT_MAX_IMAGE_PIXELS == DEFAULT_MAX_PIXELS
     defaults = {p.name: p.default for p in detect.params}
     assert defaults["model"] == DEFAULT_MODEL
+    # threshold and NMS IoU are left to the Detector: 0.1 and 0.3 raw, 0.5 and the
+    # calibration's own IoU (0.5) with --calibrated (tests/eval/test_calibration_fit.py)
     assert (defaults["threshold"], defaults["nms_iou"], defaults["max_detections"]) == (
-        0.1,
-        0.3,
+        None,
+        None,
         100,
     )
+    from owl.cli.options import threshold_option_value
+
+    assert threshold_option_value(None, None, 0.1) == 0.1
+    assert threshold_option_value(None, object(), 0.1) == 0.5
+    assert threshold_option_value(0.2, object(), 0.1) == 0.2
     assert (defaults["batch_size"], defaults["nms"]) == (4, None)
