@@ -140,3 +140,49 @@ def test_page_detects_draws_exemplars_and_rescores_live(browser, owl_server, tmp
     assert after["detect"] == before["detect"]  # re-scored, never re-encoded
     assert after["rescore"] > before["rescore"]
     assert after["n"] < before["n"] and after["low"] == 0, (before, after)
+
+
+def test_page_detects_and_tracks_in_a_short_video(browser, owl_server, tmp_path):
+    """A video dropped on the page goes to /v1/detect-video with the current queries; the page
+    plays the drawn video, names the boxes of the frame at the current time and offers the
+    frames as tracks JSON."""
+    import json
+    import urllib.request
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from owl.data import shapes_video
+    from owl.video.reader import probe
+
+    spec = shapes_video.sample_video(3, num_frames=20, fps=10.0)
+    video, _ = shapes_video.write_video(spec, tmp_path)
+    name = spec.objects[0].name
+    driver = browser
+    driver.get(owl_server.url + "/")
+    wait_for(driver, "document.getElementById('model').textContent.includes('shapes-tiny')")
+    driver.find_element(By.ID, "query").send_keys(name, Keys.ENTER)
+    driver.find_element(By.ID, "files").send_keys(str(video))
+    body = wait_for(driver, "owlState.videos.length === 1 && owlState.videos[0]")
+    assert body["video"] == "video.mp4" and body["frames_detected"] == 10  # 10 fps at 5 fps
+    assert body["queries"] == [name] and body["tracks"] >= 1
+    assert driver.execute_script("return owlState.images.length") == 0  # not sent as an image
+    page = driver.execute_script(
+        "const f = document.querySelector('#videos figure.video');"
+        "return {src: f.querySelector('video').getAttribute('src'),"
+        " download: f.querySelector('a').download, now: f.querySelector('output').textContent,"
+        " json: f.querySelector('a').href.startsWith('blob:')}"
+    )
+    assert page["src"] == body["drawn"] == f"/v1/videos/{body['video_id']}"
+    assert page["download"] == "video.tracks.json" and page["json"]
+    first = body["frames"][0]
+    assert page["now"].startswith(f"{first['timestamp']:.2f} s: ")
+    if first["detections"]:
+        top = first["detections"][0]
+        assert f"{top['label']} {top['score']:.2f}" in page["now"]
+    with urllib.request.urlopen(owl_server.url + body["drawn"], timeout=30) as r:
+        assert r.headers["content-type"] == "video/mp4"
+        (tmp_path / "drawn.mp4").write_bytes(r.read())
+    drawn = probe(tmp_path / "drawn.mp4")
+    assert (drawn.width, drawn.height, drawn.frames) == (128, 128, 10)
+    assert json.loads(json.dumps(body["frames"]))[0]["video"] == "video.mp4"

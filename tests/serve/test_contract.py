@@ -194,8 +194,9 @@ def test_the_page_uses_only_documented_routes_and_methods(schema):
     assert set(calls) == {
         ("post", "/v1/detect"),
         ("post", "/v1/rescore"),
+        ("post", "/v1/detect-video"),
         ("get", "/v1/models"),
-    }  # the page's three requests, each found
+    }  # the page's four requests, each found
     for method, path in calls:
         assert method in schema["paths"].get(path, {}), (method, path)
     # The review page (owl serve --review) talks to its own app, never to this API.

@@ -8,10 +8,11 @@ const COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4
 
 const state = (window.owlState = {
   images: [],      // {id, name, width, height, bitmap, canvas, detections: [...]}
+  videos: [],      // the /v1/detect-video answers: {video_id, drawn, frames: [...], tracks, ...}
   queries: [],     // {text, threshold|null}
   exemplars: [],   // {image_id, box: [x0, y0, x1, y1]} (pixels), averaged into one query
   threshold: 0.1,
-  calls: { detect: 0, rescore: 0 },
+  calls: { detect: 0, rescore: 0, video: 0 },
   pending: 0,
   error: null,
 });
@@ -38,7 +39,65 @@ function setStatus(message) {
   $("status").textContent = message || "";
 }
 
-async function upload(files) {
+const VIDEO_NAME = /\.(mp4|mov|mkv|webm|avi)$/i;
+const isVideo = (f) => f.type.startsWith("video/") || VIDEO_NAME.test(f.name);
+
+// A video goes to /v1/detect-video with the current queries: the server detects and tracks in
+// it and keeps the drawn video; the page plays it (the video's own time slider) and shows the
+// boxes of the frame at the current time; the frames download as tracks JSON.
+async function uploadVideo(file) {
+  const form = new FormData();
+  form.append("video", file, file.name);
+  form.append("options", JSON.stringify(options()));
+  state.pending++;
+  try {
+    state.calls.video++;
+    const body = await api("/v1/detect-video", { method: "POST", body: form });
+    state.videos.push(body);
+    addVideo(body);
+    setStatus(body.truncated ? `${body.video}: only the first ${body.frames_detected} frames were detected` : "");
+  } catch (e) {
+    setStatus(e.message);
+  } finally {
+    state.pending--;
+  }
+}
+
+function frameAt(body, seconds) {
+  // The last detected frame at or before `seconds` of the drawn video (it plays at body.fps).
+  const k = Math.min(body.frames.length - 1, Math.max(0, Math.floor(seconds * body.fps + 1e-6)));
+  return body.frames[k];
+}
+
+function addVideo(body) {
+  const figure = document.createElement("figure");
+  figure.className = "video";
+  const video = document.createElement("video");
+  video.controls = true;
+  video.src = body.drawn;
+  video.width = DISPLAY;
+  const caption = document.createElement("figcaption");
+  const link = document.createElement("a");
+  link.textContent = "tracks JSON";
+  link.download = body.video.replace(/\.[^.]*$/, "") + ".tracks.json";
+  link.href = URL.createObjectURL(new Blob([JSON.stringify(body.frames)], { type: "application/json" }));
+  const now = document.createElement("output");
+  const show = () => {
+    const f = frameAt(body, video.currentTime);
+    now.textContent = f ? `${f.timestamp.toFixed(2)} s: ` + (f.detections.map((d) =>
+      `${d.track_id ? "#" + d.track_id + " " : ""}${d.label} ${d.score.toFixed(2)}`).join(", ") || "nothing") : "";
+  };
+  video.addEventListener("timeupdate", show);
+  caption.append(`${body.video}: ${body.frames_detected} frames, ${body.tracks} tracks; `, link, " ", now);
+  show();
+  figure.append(video, caption);
+  $("videos").append(figure);
+}
+
+async function upload(all) {
+  for (const f of all.filter(isVideo)) await uploadVideo(f);
+  const files = all.filter((f) => !isVideo(f));
+  if (!files.length) return;
   const form = new FormData();
   for (const f of files) form.append("images", f, f.name);
   form.append("options", JSON.stringify(options()));
