@@ -77,7 +77,9 @@ def quantize_image_encoder(
         quantize_dynamic(
             source, dest, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
             nodes_to_quantize=nodes, per_channel=False,
-            extra_options={"MatMulConstBOnly": True},
+            # DefaultTensorType: ONNX's shape inference gives no type past the contrib
+            # MultiHeadAttention node; every float of these graphs is float32.
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )  # fmt: skip
     finally:
         root.setLevel(level)
