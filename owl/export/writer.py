@@ -154,11 +154,12 @@ def _quantize(directory: Path, config: Any) -> dict[str, Any]:
 
     final = directory / "image_encoder.onnx"
     f32 = directory / "image_encoder.f32.onnx"
-    os.replace(final, f32)
+    os.replace(final, f32)  # its weights, if external, stay in image_encoder.onnx.data
     try:
-        return quantize_image_encoder(f32, final, config)
+        return quantize_image_encoder(f32, final, config)  # one file: int8 weights inline
     finally:
         f32.unlink(missing_ok=True)
+        (directory / "image_encoder.onnx.data").unlink(missing_ok=True)
 
 
 def preprocessing_contract(model: OwlModel) -> dict[str, Any]:
