@@ -417,9 +417,7 @@ def create_app(
         name = safe_name(video.filename, "video.mp4")
         video_id, drawn = server.videos.new_path()
         source = drawn.with_suffix(".upload")
-        with open(source, "wb") as f:
-            while chunk := video.file.read(1 << 20):
-                f.write(chunk)
+        _save_upload(video, source)
         request = VideoRequest(fps=fps, track=track, max_frames=server.max_video_frames)
         try:
             result = detect_uploaded_video(
@@ -490,13 +488,18 @@ def _form_options(query: list[str], options: str) -> DetectOptions:
     return parsed
 
 
+def _save_upload(upload: UploadFile, path: Path) -> None:
+    """Copies an upload to the server's private `path`, a MiB at a time."""
+    with open(path, "wb") as f:
+        while chunk := upload.file.read(1 << 20):
+            f.write(chunk)
+
+
 def _receive(server: Server, upload: UploadFile, fallback: str) -> tuple[Any, str | None]:
     """Saves one upload privately and encodes it: (StoredImage, None) or (None, message)."""
     name = safe_name(upload.filename, fallback)
     image_id, path = server.store.new_file(name)
-    with open(path, "wb") as f:
-        while chunk := upload.file.read(1 << 20):
-            f.write(chunk)
+    _save_upload(upload, path)
     with server.lock:
         [enc] = server.detector.encode_images([str(path)])
     if isinstance(enc, ImageLoadError):
