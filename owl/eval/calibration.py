@@ -31,9 +31,9 @@ from owl.inference.calibration import (
     rival_margins,
 )
 from owl.inference.detector import Detector, QuerySet
-from owl.inference.postprocess import sigmoid
 from owl.ops.boxes import box_iou
 from owl.ops.image import ImageInput, ImageLoadError, boxes_to_pixels
+from owl.ops.scores import sigmoid
 from owl.text.prompts import canonicalize
 
 TOP_K = 5

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from owl.ops.scores import sigmoid
 from owl.text.prompts import canonicalize
 
 FORMAT = "owl-calibration"
@@ -56,11 +57,6 @@ class CalibrationError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # Fitting (numpy).
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def fit_logistic(
@@ -100,7 +96,7 @@ def fit_logistic(
     lam = float(strength) + 1e-9  # a whisper of ridge keeps the Hessian invertible
     w = w0.copy()
     for _ in range(max_iter):
-        p = _sigmoid(design @ w)
+        p = sigmoid(design @ w)
         grad = design.T @ (p - y) + lam * (w - w0)
         hess = (design * (p * (1 - p))[:, None]).T @ design + lam * np.eye(dim)
         step = np.linalg.solve(hess, grad)
@@ -334,7 +330,7 @@ class Calibration:
             if margins is None:
                 raise ValueError("this calibration needs the margins against its contrast")
             z = z + float(params.get("c", 0.0)) * np.asarray(margins, np.float64)
-        return _sigmoid(z)
+        return sigmoid(z)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document (see the module docstring)."""

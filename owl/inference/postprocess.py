@@ -27,6 +27,7 @@ import numpy as np
 
 from owl.inference.detections import Detections
 from owl.ops.boxes import batched_nms, nms
+from owl.ops.scores import sigmoid
 
 if TYPE_CHECKING:
     from owl.inference.calibration import Calibration
@@ -61,12 +62,6 @@ class PostprocessOptions:
             raise ValueError(f"nms_iou must be in [0, 1], got {self.nms_iou}")
         if self.max_detections is not None and self.max_detections < 0:
             raise ValueError(f"max_detections must be >= 0, got {self.max_detections}")
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)) in float64; very negative logits (masked: -1e6) give exactly 0."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
 def detections_from_scores(

@@ -39,11 +39,12 @@ from owl.checkpoints.tree import params_sha256
 from owl.inference.calibration import Calibration
 from owl.inference.detections import Detections
 from owl.inference.detector import Detector, QuerySet
-from owl.inference.postprocess import PostprocessOptions, detections_from_scores, sigmoid
+from owl.inference.postprocess import PostprocessOptions, detections_from_scores
 from owl.inference.queries import Query
 from owl.models.model import OwlModel
 from owl.models.owl_vit import QUERY_MASK_VALUE, normalize
 from owl.ops.image import DEFAULT_MAX_PIXELS, ImageLoadError, ImageMeta, boxes_to_pixels
+from owl.ops.scores import sigmoid
 from owl.search import store
 from owl.search.negatives import suppress_negatives
 from owl.search.ranking import rank_scores, resolve_rank, top_boxes

@@ -125,7 +125,6 @@ class Server:
     detect_calls: int = 0
     index: Any = None  # an owl.search.index.Index (owl serve --index), or None
     videos: DrawnVideos = dataclasses.field(default_factory=DrawnVideos)
-    max_video_frames: int = DEFAULT_MAX_FRAMES
     calibration: Any = None  # an owl.inference.calibration.Calibration (--calibrated), or None
 
     def close(self) -> None:
@@ -418,7 +417,7 @@ def create_app(
         video_id, drawn = server.videos.new_path()
         source = drawn.with_suffix(".upload")
         _save_upload(video, source)
-        request = VideoRequest(fps=fps, track=track, max_frames=server.max_video_frames)
+        request = VideoRequest(fps=fps, track=track, max_frames=DEFAULT_MAX_FRAMES)
         try:
             result = detect_uploaded_video(
                 detector, server.lock, source, name, qs, request, drawn,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from owl.inference.postprocess import PostprocessOptions, detections_from_scores, sigmoid
+from owl.inference.postprocess import PostprocessOptions, detections_from_scores
+from owl.ops.scores import sigmoid
 
 
 def logit(p) -> np.ndarray:

@@ -1,78 +1,12 @@
-"""A real `owl serve --model shapes-tiny` process on 127.0.0.1 and a free port, for the browser
-and load tests: started once per module, waited for on /healthz, stopped with SIGINT."""
+"""The serve tests' fixtures: a real `owl serve --model shapes-tiny` process (serve_process.py),
+started once per module."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-
-START = "import sys; from owl.cli.main import cli; sys.exit(cli())"
-
-
-@dataclass
-class RunningServer:
-    url: str
-    process: subprocess.Popen
-
-    def stop(self) -> tuple[int, str]:
-        """Ctrl-C, as a user would; returns the exit code and stderr (again: the same)."""
-        return stop_server(self)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(*extra: str, timeout: float = 120.0) -> RunningServer:
-    """Starts `owl serve` and returns once GET /healthz answers (or fails with its stderr)."""
-    port = free_port()
-    command = [sys.executable, "-c", START, "serve", "--model", "shapes-tiny", "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--quiet", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f"owl serve exited with {process.returncode}: {process.stderr.read()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as r:
-                if r.status == 200:
-                    return RunningServer(url, process)
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError(f"owl serve did not answer on {url} within {timeout:.0f} s")
-
-
-def stop_server(server: RunningServer) -> tuple[int, str]:
-    """Ctrl-C, as a user would; returns the exit code and stderr (again: the same)."""
-    if server.process.returncode is not None:
-        return server.process.returncode, ""
-    server.process.send_signal(signal.SIGINT)
-    try:
-        _, err = server.process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        _, err = server.process.communicate()
-    return server.process.returncode, err
+from serve_process import RunningServer, start_server, stop_server
 
 
 @pytest.fixture(scope="module")

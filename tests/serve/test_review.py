@@ -330,7 +330,7 @@ def test_move_and_accept_are_logged_and_a_persons_box_gets_score_1(tmp_path):
 
 
 def test_cli_serves_the_review_page_without_a_model(tmp_path):
-    from conftest import start_server, stop_server
+    from serve_process import start_server, stop_server
 
     path = make_dataset(tmp_path, "voc")
     server = start_server("--review", str(path), timeout=60)
