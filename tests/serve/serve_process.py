@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+
+from serving import free_port
 
 START = "import sys; from owl.cli.main import cli; sys.exit(cli())"
 
@@ -24,12 +25,6 @@ class RunningServer:
     def stop(self) -> tuple[int, str]:
         """Ctrl-C, as a user would; returns the exit code and stderr (again: the same)."""
         return stop_server(self)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(*extra: str, timeout: float = 120.0) -> RunningServer:
